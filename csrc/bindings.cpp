@@ -1,0 +1,140 @@
+// fedsec._core: the native primitives, on raw buffer addresses.
+//
+// The Python layer (fedsec/backends/native.py) owns the arrays and passes their addresses; here
+// every size, code and pointer is checked before the backend runs, so bad arguments raise
+// ValueError instead of crashing. device = -1 selects the CPU (run without the GIL), device >= 0
+// the CUDA kernels on the stream given (a cudaStream_t as an integer, 0 = default stream).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "fedsec/ops.h"
+
+namespace py = pybind11;
+using fedsec::DType;
+using fedsec::SelectOp;
+
+namespace {
+
+std::string str(int64_t v) { return std::to_string(v); }
+
+DType to_dtype(int code) {
+  if (code < 0 || code > 3)
+    throw py::value_error("dtype code must be 0 (float32), 1 (float64), 2 (float16) or "
+                          "3 (bfloat16); got " + std::to_string(code));
+  return static_cast<DType>(code);
+}
+
+std::vector<const void*> to_rows(const std::vector<uintptr_t>& rows) {
+  if (rows.empty()) throw py::value_error("need at least one row; got 0");
+  std::vector<const void*> ptrs;
+  ptrs.reserve(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (rows[i] == 0) throw py::value_error("row " + std::to_string(i) + " has a null address");
+    ptrs.push_back(reinterpret_cast<const void*>(rows[i]));
+  }
+  return ptrs;
+}
+
+void check_common(int64_t d, uintptr_t out, const char* out_name, int device) {
+  if (d < 0) throw py::value_error("d must be >= 0; got " + str(d));
+  if (out == 0) throw py::value_error(std::string(out_name) + " has a null address");
+  if (device < -1) throw py::value_error("device must be -1 (CPU) or a CUDA index; got " +
+                                         std::to_string(device));
+  if (device >= 0 && !fedsec::cuda::built())
+    throw std::runtime_error("fedsec was built without CUDA kernels; rebuild with nvcc on the "
+                             "PATH (FEDSEC_CUDA=ON)");
+}
+
+template <typename T>
+T* ptr(uintptr_t p) { return reinterpret_cast<T*>(p); }
+
+void gram(const std::vector<uintptr_t>& rows, uintptr_t ref, int64_t d, int dtype, uintptr_t G,
+          int device, uintptr_t stream) {
+  const auto r = to_rows(rows);
+  const DType dt = to_dtype(dtype);
+  check_common(d, G, "G", device);
+  const int64_t n = static_cast<int64_t>(r.size());
+  if (device < 0) {
+    py::gil_scoped_release nogil;
+    fedsec::cpu::gram(r.data(), n, ptr<const void>(ref), d, dt, ptr<double>(G));
+  } else {
+    fedsec::cuda::gram(r.data(), n, ptr<const void>(ref), d, dt, ptr<double>(G),
+                       ptr<void>(stream));
+  }
+}
+
+void combine(const std::vector<uintptr_t>& rows, const std::vector<double>& coeffs, uintptr_t ref,
+             double ref_coeff, int64_t d, int dtype, uintptr_t out, uintptr_t nonfinite,
+             int device, uintptr_t stream) {
+  const auto r = to_rows(rows);
+  const DType dt = to_dtype(dtype);
+  check_common(d, out, "out", device);
+  if (coeffs.size() != r.size())
+    throw py::value_error("need one coefficient per row: " + str(r.size()) + " rows, " +
+                          str(coeffs.size()) + " coefficients");
+  const int64_t n = static_cast<int64_t>(r.size());
+  if (device < 0) {
+    py::gil_scoped_release nogil;
+    fedsec::cpu::combine(r.data(), coeffs.data(), n, ptr<const void>(ref), ref_coeff, d, dt,
+                         ptr<void>(out), ptr<uint8_t>(nonfinite));
+  } else {
+    fedsec::cuda::combine(r.data(), coeffs.data(), n, ptr<const void>(ref), ref_coeff, d, dt,
+                          ptr<void>(out), ptr<uint8_t>(nonfinite), ptr<void>(stream));
+  }
+}
+
+void coordinate_select(const std::vector<uintptr_t>& rows, int64_t d, int dtype, int op,
+                       int64_t k, uintptr_t out, uintptr_t nonfinite, int device,
+                       uintptr_t stream) {
+  const auto r = to_rows(rows);
+  const DType dt = to_dtype(dtype);
+  check_common(d, out, "out", device);
+  const int64_t n = static_cast<int64_t>(r.size());
+  if (op < 0 || op > 2)
+    throw py::value_error("op must be 0 (median), 1 (trimmed_mean) or 2 (closest_median); got " +
+                          std::to_string(op));
+  const auto sop = static_cast<SelectOp>(op);
+  if (sop == SelectOp::trimmed_mean && (k < 0 || 2 * k >= n))
+    throw py::value_error("trimmed_mean needs 0 <= k and 2k < n; got k=" + str(k) +
+                          ", n=" + str(n));
+  if (sop == SelectOp::closest_median && (k < 1 || k > n))
+    throw py::value_error("closest_median needs 1 <= k <= n; got k=" + str(k) + ", n=" + str(n));
+  if (device < 0) {
+    py::gil_scoped_release nogil;
+    fedsec::cpu::coordinate_select(r.data(), n, d, dt, sop, k, ptr<void>(out),
+                                   ptr<uint8_t>(nonfinite));
+  } else {
+    fedsec::cuda::coordinate_select(r.data(), n, d, dt, sop, k, ptr<void>(out),
+                                    ptr<uint8_t>(nonfinite), ptr<void>(stream));
+  }
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "fedsec native core: streaming Gram, weighted combination and coordinate selection";
+  m.def("gram", &gram, py::arg("rows"), py::arg("ref"), py::arg("d"), py::arg("dtype"),
+        py::arg("G"), py::arg("device") = -1, py::arg("stream") = 0,
+        "G += (X - r)(X - r)^T in float64 over the n row buffers (r skipped when ref is 0).");
+  m.def("combine", &combine, py::arg("rows"), py::arg("coeffs"), py::arg("ref"),
+        py::arg("ref_coeff"), py::arg("d"), py::arg("dtype"), py::arg("out"),
+        py::arg("nonfinite") = 0, py::arg("device") = -1, py::arg("stream") = 0,
+        "out = ref_coeff * r + sum_k coeffs[k] * x_k; flags rows with NaN/Inf in nonfinite.");
+  m.def("coordinate_select", &coordinate_select, py::arg("rows"), py::arg("d"), py::arg("dtype"),
+        py::arg("op"), py::arg("k"), py::arg("out"), py::arg("nonfinite") = 0,
+        py::arg("device") = -1, py::arg("stream") = 0,
+        "Per coordinate, sort the n values and reduce them (median, trimmed mean, closest-median).");
+  m.def("sorting_network", &fedsec::sorting_network, py::arg("n"), py::arg("first"),
+        py::arg("last"), "Comparators of the pruned sorting network (for tests).");
+  m.def("cpu_isa", &fedsec::cpu::isa);
+  m.def("num_threads", &fedsec::cpu::num_threads);
+  m.def("set_num_threads", &fedsec::cpu::set_num_threads, py::arg("threads"));
+  m.def("cuda_built", &fedsec::cuda::built);
+  m.def("cuda_device_count", &fedsec::cuda::device_count);
+  m.def("cuda_device_status", &fedsec::cuda::device_status);
+}

@@ -1,0 +1,122 @@
+// CPU entry points: pick the kernels of the best instruction set this processor runs, split the
+// coordinates over threads, and merge what the threads produced.
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <thread>
+#include <vector>
+
+#include "cpu/kernels.h"
+
+namespace fedsec::cpu {
+
+namespace {
+
+const Kernels& best_kernels() {
+  static const Kernels* chosen = [] {
+#if defined(FEDSEC_X86)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw"))
+      return &avx512::kernels;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
+      return &avx2::kernels;
+#endif
+    return &baseline::kernels;
+  }();
+  return *chosen;
+}
+
+int default_threads() {
+  if (const char* env = std::getenv("FEDSEC_NUM_THREADS")) {
+    const int t = std::atoi(env);
+    if (t > 0) return t;
+  }
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+std::atomic<int> g_threads{default_threads()};
+
+// Below this many elements (n * d) a second thread costs more than it saves.
+constexpr int64_t kMinWorkPerThread = int64_t{1} << 18;
+
+int plan_threads(int64_t n, int64_t d) {
+  const int64_t by_work = std::max<int64_t>(1, n * d / kMinWorkPerThread);
+  return static_cast<int>(std::min<int64_t>(g_threads.load(), by_work));
+}
+
+// Runs fn(thread, begin, end) over [0, d) split into contiguous, cache-line-aligned ranges.
+template <typename Fn>
+void parallel_ranges(int threads, int64_t d, Fn&& fn) {
+  const int64_t step = ((d + threads - 1) / threads + 63) / 64 * 64;
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) {
+    const int64_t b = std::min(d, t * step), e = std::min(d, (t + 1) * step);
+    pool.emplace_back([&fn, t, b, e] { fn(t, b, e); });
+  }
+  fn(0, 0, std::min(d, step));
+  for (auto& th : pool) th.join();
+}
+
+// Runs a flagging kernel over the threads, each into its own bytes, then ORs them into nonfinite.
+template <typename Fn>
+void parallel_flagged(int64_t n, int64_t d, uint8_t* nonfinite, Fn&& kernel) {
+  const int threads = plan_threads(n, d);
+  std::vector<std::vector<uint8_t>> flags(static_cast<size_t>(threads),
+                                          std::vector<uint8_t>(static_cast<size_t>(n), 0));
+  parallel_ranges(threads, d, [&](int t, int64_t b, int64_t e) {
+    if (b < e) kernel(b, e, flags[t].data());
+  });
+  if (nonfinite)
+    for (const auto& f : flags)
+      for (int64_t i = 0; i < n; ++i) nonfinite[i] |= f[i];
+}
+
+}  // namespace
+
+std::string isa() { return best_kernels().isa; }
+int num_threads() { return g_threads.load(); }
+void set_num_threads(int threads) { g_threads.store(std::max(1, threads)); }
+
+void gram(const void* const* rows, int64_t n, const void* ref, int64_t d, DType dt, double* G) {
+  const auto& kern = best_kernels();
+  const int threads = plan_threads(n, d);
+  std::vector<std::vector<double>> partial(static_cast<size_t>(threads),
+                                           std::vector<double>(static_cast<size_t>(n * n), 0.0));
+  parallel_ranges(threads, d, [&](int t, int64_t b, int64_t e) {
+    if (b < e) kern.gram(rows, n, ref, b, e, dt, partial[t].data());
+  });
+  // The kernels fill the upper triangle; fold every thread's part into both halves of G.
+  for (const auto& part : partial) {
+    const double* P = part.data();
+    for (int64_t i = 0; i < n; ++i) {
+      G[i * n + i] += P[i * n + i];
+      for (int64_t j = i + 1; j < n; ++j) {
+        G[i * n + j] += P[i * n + j];
+        G[j * n + i] += P[i * n + j];
+      }
+    }
+  }
+}
+
+void combine(const void* const* rows, const double* coeffs, int64_t n, const void* ref,
+             double ref_coeff, int64_t d, DType dt, void* out, uint8_t* nonfinite) {
+  const auto& kern = best_kernels();
+  parallel_flagged(n, d, nonfinite, [&](int64_t b, int64_t e, uint8_t* flags) {
+    kern.combine(rows, coeffs, n, ref, ref_coeff, b, e, dt, out, flags);
+  });
+}
+
+void coordinate_select(const void* const* rows, int64_t n, int64_t d, DType dt, SelectOp op,
+                       int64_t k, void* out, uint8_t* nonfinite) {
+  const auto& kern = best_kernels();
+  const auto [first, last] = needed_positions(n, op, k);
+  const auto net = sorting_network(n, first, last);
+  const Comparators cmp{net.data(), static_cast<int64_t>(net.size())};
+  parallel_flagged(n, d, nonfinite, [&](int64_t b, int64_t e, uint8_t* flags) {
+    kern.coordinate_select(rows, n, b, e, dt, op, k, cmp, out, flags);
+  });
+}
+
+}  // namespace fedsec::cpu

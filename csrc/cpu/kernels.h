@@ -1,0 +1,45 @@
+// Single-threaded kernels over a coordinate range [begin, end), one set per instruction set.
+// dispatch.cpp splits the coordinates over threads, picks the ISA and merges per-thread results.
+#pragma once
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "fedsec/ops.h"
+
+namespace fedsec::cpu {
+
+struct Comparators {
+  const std::pair<int32_t, int32_t>* data;
+  int64_t size;
+};
+
+struct Kernels {
+  // G (n x n, upper triangle including the diagonal) += centred products over [begin, end).
+  void (*gram)(const void* const* rows, int64_t n, const void* ref, int64_t begin, int64_t end,
+               DType dt, double* G);
+  void (*combine)(const void* const* rows, const double* coeffs, int64_t n, const void* ref,
+                  double ref_coeff, int64_t begin, int64_t end, DType dt, void* out,
+                  uint8_t* nonfinite);
+  void (*coordinate_select)(const void* const* rows, int64_t n, int64_t begin, int64_t end,
+                            DType dt, SelectOp op, int64_t k, Comparators net, void* out,
+                            uint8_t* nonfinite);
+  const char* isa;
+};
+
+#define FEDSEC_DECLARE_KERNELS(ns)                                                             \
+  namespace ns {                                                                               \
+  void gram(const void* const*, int64_t, const void*, int64_t, int64_t, DType, double*);       \
+  void combine(const void* const*, const double*, int64_t, const void*, double, int64_t,       \
+               int64_t, DType, void*, uint8_t*);                                               \
+  void coordinate_select(const void* const*, int64_t, int64_t, int64_t, DType, SelectOp,       \
+                         int64_t, Comparators, void*, uint8_t*);                               \
+  extern const Kernels kernels;                                                                \
+  }
+
+FEDSEC_DECLARE_KERNELS(baseline)
+FEDSEC_DECLARE_KERNELS(avx2)
+FEDSEC_DECLARE_KERNELS(avx512)
+
+}  // namespace fedsec::cpu

@@ -1,0 +1,74 @@
+// Portable SIMD for the CPU kernels: GCC/Clang vector extensions sized by the instruction set the
+// translation unit is compiled for (each kernel file is built once per ISA, see CMakeLists.txt).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "fedsec/dtype.h"
+
+#ifndef FEDSEC_ISA
+#error "FEDSEC_ISA must name the instruction set this kernel file is compiled for"
+#endif
+
+namespace fedsec::cpu {
+
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+#elif defined(__AVX2__)
+constexpr int kVecBytes = 32;
+#else
+constexpr int kVecBytes = 16;
+#endif
+
+template <typename S>
+struct Simd {
+  typedef S Vec __attribute__((vector_size(kVecBytes)));
+  static constexpr int kLanes = kVecBytes / static_cast<int>(sizeof(S));
+};
+
+// Loads `count` (<= lanes) consecutive elements starting at p[i], converted to the accumulation
+// type; missing lanes are zero.
+template <typename T, typename V = typename Simd<typename Element<T>::Acc>::Vec>
+inline V load_lanes(const T* p, int64_t i, int count) {
+  using A = typename Element<T>::Acc;
+  constexpr int L = Simd<A>::kLanes;
+  V v = {};
+  if constexpr (std::is_same_v<T, A>) {
+    if (count == L) {
+      std::memcpy(&v, p + i, sizeof(V));
+      return v;
+    }
+  }
+  for (int l = 0; l < count; ++l) v[l] = Element<T>::load(p, i + l);
+  return v;
+}
+
+template <typename T, typename V>
+inline void store_lanes(T* p, int64_t i, int count, const V& v) {
+  using A = typename Element<T>::Acc;
+  if constexpr (std::is_same_v<T, A>) {
+    if (count == Simd<A>::kLanes) {
+      std::memcpy(p + i, &v, sizeof(V));
+      return;
+    }
+  }
+  for (int l = 0; l < count; ++l) Element<T>::store(p, i + l, v[l]);
+}
+
+// True when any lane of v is NaN or +-Inf (v - v is NaN exactly then).
+template <typename V>
+inline bool any_nonfinite(const V& v) {
+  const V z = v - v;
+  const auto bad = z != z;
+  for (int l = 0; l < static_cast<int>(sizeof(V) / sizeof(v[0])); ++l)
+    if (bad[l]) return true;
+  return false;
+}
+
+template <typename V>
+inline V vmin(const V& a, const V& b) { return a < b ? a : b; }
+template <typename V>
+inline V vmax(const V& a, const V& b) { return a < b ? b : a; }
+
+}  // namespace fedsec::cpu

@@ -1,0 +1,69 @@
+// Per-coordinate maths of the coordinate-wise rules, shared by the CPU and CUDA backends.
+// Each function sees the n values of one coordinate after a sorting network has put them in
+// ascending order (`s[i * stride]` is the i-th smallest), so the CPU's SIMD lanes and a CUDA
+// thread run the same arithmetic. `A` is the value type (a scalar, or on the CPU a SIMD vector
+// whose lanes are coordinates) and `S` its scalar type.
+#pragma once
+
+#include <cstdint>
+
+#include "fedsec/dtype.h"
+
+namespace fedsec {
+
+// Which reduction follows the sort. The parameter k means:
+//   median:          unused; even n gives the mean of the two middle values (numpy's convention).
+//   trimmed_mean:    k = floor(beta * n) values dropped at each end; requires 2k < n.
+//   closest_median:  k = number of values kept, those closest to the median (Bulyan's second
+//                    stage, El Mhamdi et al. 2018); requires 1 <= k <= n.
+enum class SelectOp : int { median = 0, trimmed_mean = 1, closest_median = 2 };
+
+template <typename A>
+FEDSEC_HD void compare_exchange(A& lo, A& hi) {
+  const A a = lo, b = hi;
+  lo = a < b ? a : b;
+  hi = a < b ? b : a;
+}
+
+template <typename S, typename A>
+FEDSEC_HD A sorted_median(const A* s, int64_t n, int64_t stride) {
+  const int64_t h = n / 2;
+  if (n & 1) return s[h * stride];
+  return (s[(h - 1) * stride] + s[h * stride]) * S(0.5);
+}
+
+template <typename S, typename A>
+FEDSEC_HD A sorted_trimmed_mean(const A* s, int64_t n, int64_t stride, int64_t k) {
+  A sum = s[k * stride];
+  for (int64_t i = k + 1; i < n - k; ++i) sum += s[i * stride];
+  return sum / S(n - 2 * k);
+}
+
+// Mean of the `keep` values closest to the median. They form a window of the sorted values;
+// it is found by dropping, n - keep times, whichever end lies farther from the median (on a
+// tie the upper end is dropped, so the rule is deterministic).
+// Scalar only: the window differs per coordinate.
+template <typename A>
+FEDSEC_HD A sorted_closest_median_mean(const A* s, int64_t n, int64_t stride, int64_t keep) {
+  const A med = sorted_median<A>(s, n, stride);
+  int64_t lo = 0, hi = n - 1;
+  for (int64_t drop = n - keep; drop > 0; --drop) {
+    if (med - s[lo * stride] > s[hi * stride] - med) ++lo; else --hi;
+  }
+  A sum = s[lo * stride];
+  for (int64_t i = lo + 1; i <= hi; ++i) sum += s[i * stride];
+  return sum / A(keep);
+}
+
+// Scalar reduction of one sorted coordinate (the CUDA kernels' path).
+template <typename A>
+FEDSEC_HD A sorted_reduce(const A* s, int64_t n, int64_t stride, SelectOp op, int64_t k) {
+  switch (op) {
+    case SelectOp::median: return sorted_median<A>(s, n, stride);
+    case SelectOp::trimmed_mean: return sorted_trimmed_mean<A>(s, n, stride, k);
+    case SelectOp::closest_median: return sorted_closest_median_mean(s, n, stride, k);
+  }
+  return A(0);
+}
+
+}  // namespace fedsec

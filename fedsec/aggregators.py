@@ -1,0 +1,225 @@
+"""Robust aggregators: fedsec's public drop-in API (conventions in docs/api.md).
+
+Each rule is a few lines on top of the three streaming primitives (fedsec.backends) and the
+n x n solvers (fedsec.solvers): the data is read once for the coordinate-wise rules and the
+mean, twice (Gram matrix, then one combination) for the distance-based ones.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import solvers
+from .backends import SelectOp
+from .context import AggregationContext
+
+__all__ = ["mean", "median", "trimmed_mean", "krum_scores", "krum", "geometric_median",
+           "bulyan", "centered_clip"]
+
+
+# --- parameter checks -----------------------------------------------------------------------------
+
+def _integer(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer; got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {name}={value}")
+    return int(value)
+
+
+def _positive(name: str, value: Any, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite number; got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}; got {name}={value}")
+    return float(value)
+
+
+def _weights(weights: Sequence[float] | None, n: int) -> np.ndarray | None:
+    if weights is None:
+        return None
+    w = np.asarray(weights.cpu() if hasattr(weights, "cpu") else weights, dtype=np.float64).reshape(-1)
+    if w.shape[0] != n:
+        raise ValueError(f"weights must have one entry per client: got {w.shape[0]} weights for n={n}")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError(f"weights must be finite and >= 0; got {w.tolist()}")
+    return w
+
+
+def _normalised(ctx: AggregationContext, w: np.ndarray | None, clients: list[int]) -> np.ndarray:
+    """The weights of ``clients`` scaled to sum to 1 (uniform when no weights were given)."""
+    if w is None:
+        return np.full(len(clients), 1.0 / len(clients))
+    sub = w[clients]
+    total = sub.sum()
+    ctx.require(total > 0, f"a positive total weight over the clients it uses {clients}; got 0")
+    return sub / total
+
+
+def _result(value_and_info: tuple, return_info: bool):
+    return value_and_info if return_info else value_and_info[0]
+
+
+# --- rules ----------------------------------------------------------------------------------------
+
+def mean(updates, weights=None, *, on_nonfinite: str = "exclude", return_info: bool = False,
+         backend: str = "auto"):
+    """Weighted mean (FedAvg, McMahan et al. 2017); ``weights`` are e.g. sample counts."""
+    ctx = AggregationContext("mean", updates, on_nonfinite, backend)
+    w = _weights(weights, ctx.updates.n)
+
+    def body():
+        a = _normalised(ctx, w, ctx.active)
+        value = ctx.combine(a)
+        used = [c for c, x in zip(ctx.active, a) if x > 0]
+        return value, ctx.info(used, coefficients=ctx.expand(a))
+
+    return _result(ctx.run(body), return_info)
+
+
+def median(updates, *, on_nonfinite: str = "exclude", return_info: bool = False,
+           backend: str = "auto"):
+    """Coordinate-wise median (Yin et al. 2018); an even count gives the mean of the two middle
+    values."""
+    ctx = AggregationContext("median", updates, on_nonfinite, backend)
+
+    def body():
+        return ctx.select(SelectOp.MEDIAN, 0), ctx.info(ctx.active)
+
+    return _result(ctx.run(body), return_info)
+
+
+def trimmed_mean(updates, beta: float, *, on_nonfinite: str = "exclude",
+                 return_info: bool = False, backend: str = "auto"):
+    """Coordinate-wise trimmed mean (Yin et al. 2018): drop the k = floor(beta * n) smallest and
+    k largest values of each coordinate and average the rest; 0 <= beta < 0.5."""
+    beta = _positive("beta", beta, allow_zero=True)
+    if beta >= 0.5:
+        raise ValueError(f"trimmed_mean needs 0 <= beta < 0.5; got beta={beta}")
+    ctx = AggregationContext("trimmed_mean", updates, on_nonfinite, backend)
+
+    def body():
+        k = math.floor(beta * ctx.n)
+        return ctx.select(SelectOp.TRIMMED_MEAN, k), ctx.info(ctx.active)
+
+    return _result(ctx.run(body), return_info)
+
+
+def _krum_checked(ctx: AggregationContext, f: int):
+    G = ctx.gram()
+    ctx.require(ctx.n > 2 * f + 2, f"n > 2f + 2; got n={ctx.n}, f={f}")
+    return solvers.squared_distances(G)
+
+
+def krum_scores(updates, f: int, *, on_nonfinite: str = "exclude", return_info: bool = False,
+                backend: str = "auto"):
+    """Krum scores (Blanchard et al. 2017): for each client, the sum of squared distances to its
+    n - f - 2 nearest other updates. Returns a float64 numpy array of n scores (inf for excluded
+    clients)."""
+    f = _integer("f", f, 0)
+    ctx = AggregationContext("krum_scores", updates, on_nonfinite, backend)
+
+    def body():
+        D = _krum_checked(ctx, f)
+        scores = ctx.expand(solvers.krum_scores(D, f), fill=np.inf)
+        return scores, ctx.info(ctx.active, scores=scores)
+
+    return _result(ctx.run(body), return_info)
+
+
+def krum(updates, f: int, m: int = 1, weights=None, *, on_nonfinite: str = "exclude",
+         return_info: bool = False, backend: str = "auto"):
+    """Krum (m=1) and multi-Krum (Blanchard et al. 2017): the mean of the m updates with the
+    lowest Krum scores (weighted by ``weights`` when given; ties broken by lower index)."""
+    f = _integer("f", f, 0)
+    m = _integer("m", m, 1)
+    ctx = AggregationContext("krum", updates, on_nonfinite, backend)
+    w = _weights(weights, ctx.updates.n)
+
+    def body():
+        D = _krum_checked(ctx, f)
+        ctx.require(m <= ctx.n, f"m <= n; got m={m}, n={ctx.n}")
+        scores = solvers.krum_scores(D, f)
+        chosen = sorted(ctx.active[i] for i in solvers.lowest(scores, m))
+        a = _normalised(ctx, w, chosen)
+        value = ctx.combine(a, clients=chosen)
+        return value, ctx.info(chosen, coefficients=ctx.expand(a, chosen),
+                               scores=ctx.expand(scores, fill=np.inf))
+
+    return _result(ctx.run(body), return_info)
+
+
+def geometric_median(updates, weights=None, nu: float = 1e-6, max_iter: int = 100,
+                     tol: float = 1e-6, *, on_nonfinite: str = "exclude",
+                     return_info: bool = False, backend: str = "auto"):
+    """Geometric median by smoothed Weiszfeld iterations (Pillutla et al., RFA): argmin_z
+    sum_i a_i ||z - x_i|| with a the normalised weights. The iterations run on the n x n Gram
+    matrix, so the data is read twice whatever the number of iterations."""
+    nu = _positive("nu", nu)
+    max_iter = _integer("max_iter", max_iter, 1)
+    tol = _positive("tol", tol, allow_zero=True)
+    ctx = AggregationContext("geometric_median", updates, on_nonfinite, backend)
+    w = _weights(weights, ctx.updates.n)
+
+    def body():
+        G = ctx.gram()
+        a = _normalised(ctx, w, ctx.active)
+        beta, iterations = solvers.weiszfeld(G, a, nu, max_iter, tol)
+        value = ctx.combine(beta)
+        used = [c for c, x in zip(ctx.active, a) if x > 0]
+        return value, ctx.info(used, coefficients=ctx.expand(beta), iterations=iterations)
+
+    return _result(ctx.run(body), return_info)
+
+
+def bulyan(updates, f: int, *, on_nonfinite: str = "exclude", return_info: bool = False,
+           backend: str = "auto"):
+    """Bulyan (El Mhamdi et al. 2018): select theta = n - 2f updates by repeated Krum, then per
+    coordinate average the theta - 2f selected values closest to their median; n >= 4f + 3."""
+    f = _integer("f", f, 0)
+    ctx = AggregationContext("bulyan", updates, on_nonfinite, backend)
+
+    def body():
+        G = ctx.gram()
+        ctx.require(ctx.n >= 4 * f + 3, f"n >= 4f + 3; got n={ctx.n}, f={f}")
+        D = solvers.squared_distances(G)
+        theta = ctx.n - 2 * f
+        chosen = sorted(ctx.active[i] for i in solvers.bulyan_selection(D, f, theta))
+        value = ctx.select(SelectOp.CLOSEST_MEDIAN, theta - 2 * f, clients=chosen)
+        return value, ctx.info(chosen, scores=ctx.expand(solvers.krum_scores(D, f), fill=np.inf))
+
+    return _result(ctx.run(body), return_info)
+
+
+def centered_clip(updates, tau: float, iters: int = 1, center=None, *,
+                  on_nonfinite: str = "exclude", return_info: bool = False,
+                  backend: str = "auto"):
+    """Centred clipping (Karimireddy et al. 2021): v <- v + (1/n) sum_i (x_i - v) min(1, tau /
+    ||x_i - v||), ``iters`` times, from ``center`` (one update in the same form, e.g. the last
+    global model) or, when None, from the medoid update."""
+    tau = _positive("tau", tau)
+    iters = _integer("iters", iters, 1)
+    ctx = AggregationContext("centered_clip", updates, on_nonfinite, backend)
+    start = ctx.center(center) if center is not None else None
+
+    def body():
+        G = ctx.gram(start)
+        beta = np.zeros(ctx.n)  # the start point: center itself, or the medoid client
+        if start is None:
+            beta[solvers.medoid(solvers.squared_distances(G))] = 1.0
+        beta = solvers.centered_clip(G, beta, tau, iters)
+        remainder = 1.0 - beta.sum()
+        if start is None:
+            # Centred on the first client in play: its coefficient takes the remainder.
+            coefficients = beta.copy()
+            coefficients[0] += remainder
+            value = ctx.combine(coefficients)
+        else:
+            coefficients = beta
+            value = ctx.combine(coefficients, center=start, center_coefficient=remainder)
+        return value, ctx.info(ctx.active, coefficients=ctx.expand(coefficients), iterations=iters)
+
+    return _result(ctx.run(body), return_info)

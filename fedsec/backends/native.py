@@ -1,0 +1,91 @@
+"""The native C++/CUDA core (fedsec._core) behind the backend interface."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+try:
+    from .. import _core
+    IMPORT_ERROR: str | None = None
+except ImportError as exc:  # a source checkout without a build: the torch backend still works
+    _core = None
+    IMPORT_ERROR = f"fedsec._core could not be imported ({exc})"
+
+_DTYPE_CODES = {
+    torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3,
+    np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.float16): 2,
+}
+
+
+def unavailable_reason(device: torch.device) -> str | None:
+    """None when the native core can run on ``device``, else why not."""
+    if _core is None:
+        return IMPORT_ERROR
+    if device.type == "cpu":
+        return None
+    if device.type != "cuda":
+        return f"no native kernels for device type {device.type!r}"
+    if not _core.cuda_built():
+        return _core.cuda_device_status()
+    if _core.cuda_device_count() == 0:
+        return f"no usable CUDA device ({_core.cuda_device_status()})"
+    return None
+
+
+def _address(x) -> int:
+    if isinstance(x, torch.Tensor):
+        return x.data_ptr()
+    return x.__array_interface__["data"][0]
+
+
+def _dtype_code(x) -> int:
+    return _DTYPE_CODES[x.dtype]
+
+
+class NativeBackend:
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.name = "cuda-native" if self.cuda else "cpu-native"
+        self._device_index = device.index if device.index is not None else (
+            torch.cuda.current_device() if self.cuda else -1)
+
+    def _launch(self, fn, *args):
+        if not self.cuda:
+            return fn(*args, device=-1, stream=0)
+        with torch.cuda.device(self._device_index):
+            stream = torch.cuda.current_stream().cuda_stream
+            return fn(*args, device=self._device_index, stream=stream)
+
+    def new_gram(self, n: int):
+        if self.cuda:
+            return torch.zeros((n, n), dtype=torch.float64, device=self.device)
+        return np.zeros((n, n), dtype=np.float64)
+
+    def gram_result(self, acc) -> np.ndarray:
+        return acc.cpu().numpy() if self.cuda else acc
+
+    def new_flags(self, n: int):
+        if self.cuda:
+            return torch.zeros(n, dtype=torch.uint8, device=self.device)
+        return np.zeros(n, dtype=np.uint8)
+
+    def flags_result(self, flags) -> np.ndarray:
+        return (flags.cpu().numpy() if self.cuda else flags).astype(bool)
+
+    def gram(self, rows, ref, acc) -> None:
+        self._launch(_core.gram, [_address(r) for r in rows], _address(ref) if ref is not None else 0,
+                     _numel(rows[0]), _dtype_code(rows[0]), _address(acc))
+
+    def combine(self, rows, coeffs, ref, ref_coeff, out, flags) -> None:
+        self._launch(_core.combine, [_address(r) for r in rows], [float(c) for c in coeffs],
+                     _address(ref) if ref is not None else 0, float(ref_coeff), _numel(rows[0]),
+                     _dtype_code(rows[0]), _address(out), _address(flags))
+
+    def select(self, rows, op, k, out, flags) -> None:
+        self._launch(_core.coordinate_select, [_address(r) for r in rows], _numel(rows[0]),
+                     _dtype_code(rows[0]), int(op), int(k), _address(out), _address(flags))
+
+
+def _numel(x) -> int:
+    return x.numel() if isinstance(x, torch.Tensor) else x.size

@@ -1,0 +1,109 @@
+"""Pure-torch fallback of the three primitives, for any device and dtype torch supports.
+
+Used when the native core is not built for the input's device. Coordinates are processed in
+chunks so the temporary stack of the n clients stays near 32 MiB whatever d is.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import SelectOp
+
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def _tensor(x) -> torch.Tensor:
+    return torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+
+
+def _flat(x) -> torch.Tensor:
+    return _tensor(x).reshape(-1)
+
+
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def _chunks(self, rows):
+        d = _flat(rows[0]).numel()
+        step = max(1, _CHUNK_ELEMENTS // len(rows))
+        for start in range(0, d, step):
+            yield start, min(d, start + step)
+
+    def new_gram(self, n: int) -> torch.Tensor:
+        return torch.zeros((n, n), dtype=torch.float64, device=self.device)
+
+    def gram_result(self, acc: torch.Tensor) -> np.ndarray:
+        return acc.cpu().numpy()
+
+    def new_flags(self, n: int) -> torch.Tensor:
+        return torch.zeros(n, dtype=torch.bool, device=self.device)
+
+    def flags_result(self, flags: torch.Tensor) -> np.ndarray:
+        return flags.cpu().numpy()
+
+    def gram(self, rows, ref, acc: torch.Tensor) -> None:
+        flat = [_flat(r) for r in rows]
+        r = _flat(ref) if ref is not None else None
+        for a, b in self._chunks(rows):
+            y = torch.stack([x[a:b] for x in flat]).to(torch.float64)
+            if r is not None:
+                y -= r[a:b].to(torch.float64)
+            acc += y @ y.T
+
+    def combine(self, rows, coeffs, ref, ref_coeff, out, flags: torch.Tensor) -> None:
+        flat = [_flat(r) for r in rows]
+        acc_dtype = _accumulation_dtype(flat[0].dtype)
+        if ref is not None:
+            acc = _flat(ref).to(acc_dtype) * ref_coeff
+        else:
+            acc = torch.zeros(flat[0].numel(), dtype=acc_dtype, device=self.device)
+        for i, (x, c) in enumerate(zip(flat, coeffs)):
+            xa = x.to(acc_dtype)
+            acc.add_(xa, alpha=float(c))
+            if not bool(torch.isfinite(xa).all()):
+                flags[i] = True
+        _flat(out).copy_(acc)
+
+    def select(self, rows, op, k, out, flags: torch.Tensor) -> None:
+        flat = [_flat(r) for r in rows]
+        n = len(flat)
+        acc_dtype = _accumulation_dtype(flat[0].dtype)
+        target = _flat(out)
+        for a, b in self._chunks(rows):
+            stacked = torch.stack([x[a:b] for x in flat]).to(acc_dtype)
+            flags |= ~torch.isfinite(stacked).all(dim=1)
+            s = stacked.sort(dim=0).values
+            target[a:b] = _reduce_sorted(s, n, op, k).to(target.dtype)
+
+
+def _median(s: torch.Tensor, n: int) -> torch.Tensor:
+    h = n // 2
+    return s[h] if n % 2 else (s[h - 1] + s[h]) * 0.5
+
+
+def _reduce_sorted(s: torch.Tensor, n: int, op: SelectOp, k: int) -> torch.Tensor:
+    if op == SelectOp.MEDIAN:
+        return _median(s, n)
+    if op == SelectOp.TRIMMED_MEAN:
+        return s[k:n - k].sum(dim=0) / (n - 2 * k)
+    # Closest to the median: drop n - k times the end farther from the median (upper on ties).
+    med = _median(s, n)
+    lo = torch.zeros_like(med, dtype=torch.long)
+    hi = torch.full_like(lo, n - 1)
+    for _ in range(n - k):
+        below = med - s.gather(0, lo[None])[0]
+        above = s.gather(0, hi[None])[0] - med
+        drop_low = below > above
+        lo = lo + drop_low.long()
+        hi = hi - (~drop_low).long()
+    idx = torch.arange(n, device=s.device)[:, None]
+    keep = (idx >= lo[None]) & (idx <= hi[None])
+    return (s * keep).sum(dim=0) / k

@@ -1,0 +1,33 @@
+"""What this installation of fedsec was built with and can use."""
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .backends import native
+
+
+def build_info() -> dict:
+    """``native``: the C++ core imported; ``cuda_built``: compiled with the CUDA kernels;
+    ``cuda_devices``: usable CUDA devices now (0 without a driver or GPU; never raises);
+    ``cuda_status``: why none is usable; ``cpu_isa``: the vector instruction set the CPU kernels
+    run with; ``num_threads``: CPU threads the kernels use."""
+    core = native._core
+    try:
+        pkg_version = version("fedsec")
+    except PackageNotFoundError:
+        pkg_version = "unknown"
+    info = {"version": pkg_version, "native": core is not None,
+            "native_error": native.IMPORT_ERROR, "cuda_built": False, "cuda_devices": 0,
+            "cuda_status": "native core not imported", "cpu_isa": None, "num_threads": None}
+    if core is not None:
+        info.update(cuda_built=bool(core.cuda_built()), cuda_devices=int(core.cuda_device_count()),
+                    cuda_status=core.cuda_device_status(), cpu_isa=core.cpu_isa(),
+                    num_threads=int(core.num_threads()))
+    return info
+
+
+def set_num_threads(threads: int) -> None:
+    """Threads the native CPU kernels use (default: all cores, or FEDSEC_NUM_THREADS)."""
+    if native._core is None:
+        raise RuntimeError(native.IMPORT_ERROR)
+    native._core.set_num_threads(int(threads))

@@ -1,0 +1,165 @@
+"""One aggregation call: the updates, the backend, and which clients are still in play.
+
+Non-finite updates are found on the way, never by an extra pass in the common case: the
+combination and selection kernels flag rows with NaN/Inf on the same loads that aggregate them,
+and a non-finite row shows in the Gram matrix's diagonal. When a rule's pass meets such a row,
+the row is excluded (or NonFiniteUpdateError raised) and the rule is run again without it, so
+parameters that depend on the number of clients (trimmed mean's k, the weights) are recomputed.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .backends import pick_backend
+from .errors import NonFiniteUpdateError
+from .info import AggregationInfo
+from .updates import UpdateSet, from_any
+
+NONFINITE_REASON = "non-finite values (NaN or Inf)"
+ON_NONFINITE_CHOICES = ("exclude", "raise")
+
+
+class _Rerun(Exception):
+    """Raised inside a rule's body when a pass found non-finite rows; the body runs again."""
+
+
+class AggregationContext:
+    def __init__(self, rule: str, updates: Any, on_nonfinite: str, backend: str):
+        if on_nonfinite not in ON_NONFINITE_CHOICES:
+            raise ValueError(f"on_nonfinite must be one of {ON_NONFINITE_CHOICES}; got {on_nonfinite!r}")
+        self.rule = rule
+        self.on_nonfinite = on_nonfinite
+        self.updates: UpdateSet = from_any(updates)
+        self.backend = pick_backend(backend, self.updates.device)
+        self.active: list[int] = list(range(self.updates.n))
+        self.excluded: dict[int, str] = {}
+
+    @property
+    def n(self) -> int:
+        """Clients in play (given minus excluded)."""
+        return len(self.active)
+
+    def require(self, condition: bool, message: str) -> None:
+        """A ValueError naming the rule and the numbers when too few clients remain."""
+        if not condition:
+            excluded = f" ({len(self.excluded)} of {self.updates.n} excluded as non-finite)" if self.excluded else ""
+            raise ValueError(f"{self.rule} needs {message}{excluded}")
+
+    def run(self, body: Callable[[], Any]) -> Any:
+        """Runs body() until it completes without meeting a new non-finite client."""
+        while True:
+            self.require(self.n >= 1, "at least one finite client update; got n=0")
+            try:
+                return body()
+            except _Rerun:
+                continue
+
+    def _exclude(self, positions: np.ndarray) -> None:
+        clients = [self.active[int(p)] for p in np.flatnonzero(positions)]
+        if not clients:
+            return
+        if self.on_nonfinite == "raise":
+            raise NonFiniteUpdateError(clients, self.rule)
+        for c in clients:
+            self.excluded[c] = NONFINITE_REASON
+        self.active = [c for c in self.active if c not in self.excluded]
+
+    def _rows(self, block, clients):
+        return [block.rows[c] for c in clients]
+
+    # --- the primitives, over the clients in play ------------------------------------------------
+
+    def gram(self, center: UpdateSet | None = None) -> np.ndarray:
+        """The centred Gram matrix of the clients in play (float64, n x n).
+
+        Centred on ``center`` when given, else on the first client in play. Clients whose row
+        is non-finite are excluded on the way; a non-finite reference client is found by one
+        flagging pass instead.
+        """
+        while True:
+            self.require(self.n >= 1, "at least one finite client update; got n=0")
+            acc = self.backend.new_gram(self.n)
+            for b, block in enumerate(self.updates.blocks):
+                ref = center.blocks[b].rows[0] if center is not None else block.rows[self.active[0]]
+                self.backend.gram(self._rows(block, self.active), ref, acc)
+            G = self.backend.gram_result(acc)
+            bad = ~np.isfinite(np.diag(G))
+            if not bad.any():
+                return G
+            if center is None and bad[0] and self._find_nonfinite():
+                continue
+            self._exclude(bad)
+            keep = np.flatnonzero(~bad)
+            return G[np.ix_(keep, keep)]
+
+    def _find_nonfinite(self) -> bool:
+        """One flagging pass over every client in play (only when the reference row is bad).
+
+        Returns whether it excluded anyone: a float64 row whose squared norm overflows is
+        finite, and is then excluded through the Gram diagonal like a non-finite one."""
+        flags = self.backend.new_flags(self.n)
+        coeffs = np.zeros(self.n)
+        for block in self.updates.blocks:
+            out = self.updates.new_output(block)
+            self.backend.combine(self._rows(block, self.active), coeffs, None, 0.0, out, flags)
+        bad = self.backend.flags_result(flags)
+        self._exclude(bad)
+        return bool(bad.any())
+
+    def combine(self, coefficients: np.ndarray, clients: list[int] | None = None,
+                center: UpdateSet | None = None, center_coefficient: float = 0.0):
+        """sum_k coefficients[k] * x_{clients[k]} (+ center_coefficient * center), assembled."""
+        clients = self.active if clients is None else clients
+        flags = self.backend.new_flags(len(clients))
+        outputs = []
+        for b, block in enumerate(self.updates.blocks):
+            out = self.updates.new_output(block)
+            ref = center.blocks[b].rows[0] if center is not None else None
+            self.backend.combine(self._rows(block, clients), coefficients, ref, center_coefficient, out, flags)
+            outputs.append(out)
+        self._check_flags_for(flags, clients)
+        return self.updates.assemble(outputs, clients[int(np.argmax(np.asarray(coefficients) != 0))])
+
+    def select(self, op, k: int, clients: list[int] | None = None):
+        """Per-coordinate sort-and-reduce over ``clients`` (default: all in play), assembled."""
+        clients = self.active if clients is None else clients
+        flags = self.backend.new_flags(len(clients))
+        outputs = []
+        for block in self.updates.blocks:
+            out = self.updates.new_output(block)
+            self.backend.select(self._rows(block, clients), op, k, out, flags)
+            outputs.append(out)
+        self._check_flags_for(flags, clients)
+        return self.updates.assemble(outputs, clients[0])
+
+    def _check_flags_for(self, flags, clients: list[int]) -> None:
+        bad = self.backend.flags_result(flags)
+        if bad.any():
+            positions = np.zeros(self.n, dtype=bool)
+            for c in np.asarray(clients)[bad]:
+                positions[self.active.index(int(c))] = True
+            self._exclude(positions)
+            raise _Rerun
+
+    def expand(self, values: np.ndarray, clients: list[int] | None = None, fill: float = 0.0) -> np.ndarray:
+        """A length-n (all clients given) array from values over ``clients`` (default: in play)."""
+        full = np.full(self.updates.n, fill, dtype=np.float64)
+        full[clients if clients is not None else self.active] = values
+        return full
+
+    def info(self, used, **fields) -> AggregationInfo:
+        return AggregationInfo(rule=self.rule, n=self.updates.n, used=tuple(sorted(int(u) for u in used)),
+                               excluded=dict(sorted(self.excluded.items())), backend=self.backend.name, **fields)
+
+    def center(self, value: Any) -> UpdateSet:
+        """``value`` (one update in the updates' form) as a one-client set, checked finite."""
+        center = self.updates.like(value, "center")
+        for block in center.blocks:
+            row = block.rows[0]
+            finite = torch.isfinite(row).all() if isinstance(row, torch.Tensor) else np.isfinite(row).all()
+            if not bool(finite):
+                raise ValueError(f"{self.rule}: center holds non-finite values (NaN or Inf)")
+        return center
