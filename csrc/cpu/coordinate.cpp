@@ -1,10 +1,12 @@
 // Coordinate-wise selection (median, trimmed mean, Bulyan's closest-to-median mean).
 //
-// Vectorised across coordinates: each SIMD lane is one coordinate, so a block of L coordinates of
-// all n rows is n vector loads, a sorting network over those n vectors is a sequence of min/max
-// instructions with no branches, and the reduction of the sorted block is the shared maths of
-// select_math.h. Rows of the next blocks are prefetched because n streams exceed what the
-// hardware prefetcher tracks.
+// Vectorised across coordinates: each SIMD lane is one coordinate, so a block of coordinates of
+// all n rows is a set of vector loads, a sorting network over the n rows is a sequence of
+// min/max instructions with no branches, and the reduction of the sorted block is the shared
+// maths of select_math.h. A block is kColumns vectors wide so every comparator carries
+// kColumns independent min/max pairs (the network's index loads are amortised and the
+// out-of-order core has parallel work); the block, n x kColumns vectors, stays in L1. Rows of
+// the next blocks are prefetched because n streams exceed what the hardware prefetcher tracks.
 #include <algorithm>
 #include <vector>
 
@@ -15,7 +17,8 @@ namespace fedsec::cpu::FEDSEC_ISA {
 
 namespace {
 
-constexpr int64_t kPrefetchBlocks = 8;
+constexpr int kColumns = 4;
+constexpr int64_t kPrefetchBytes = 2048;
 
 template <typename T>
 void select_typed(const T* const* rows, int64_t n, int64_t begin, int64_t end, SelectOp op,
@@ -23,41 +26,54 @@ void select_typed(const T* const* rows, int64_t n, int64_t begin, int64_t end, S
   using A = typename Element<T>::Acc;
   using V = typename Simd<A>::Vec;
   constexpr int L = Simd<A>::kLanes;
-  std::vector<V> v(static_cast<size_t>(n));
+  constexpr int64_t kBlock = int64_t{kColumns} * L;
+  std::vector<V> v(static_cast<size_t>(n * kColumns));  // v[i * kColumns + u]: row i, column u
   const auto* cmp = net.data;
   const int64_t ncmp = net.size;
 
-  for (int64_t c = begin; c < end; c += L) {
-    const int count = static_cast<int>(std::min<int64_t>(L, end - c));
+  for (int64_t c = begin; c < end; c += kBlock) {
+    int count[kColumns];
+    for (int u = 0; u < kColumns; ++u)
+      count[u] = static_cast<int>(std::clamp<int64_t>(end - c - u * L, 0, L));
     V bad = {};
     for (int64_t i = 0; i < n; ++i) {
-      v[i] = load_lanes(rows[i], c, count);
-      bad += v[i] - v[i];
-      __builtin_prefetch(rows[i] + c + kPrefetchBlocks * L, 0, 0);
+      for (int u = 0; u < kColumns; ++u) {
+        V& x = v[i * kColumns + u];
+        x = load_lanes(rows[i], c + u * L, count[u]);
+        bad += x - x;
+        __builtin_prefetch(reinterpret_cast<const char*>(rows[i] + c + u * L) + kPrefetchBytes, 0, 0);
+      }
     }
     if (nonfinite && any_nonfinite(bad)) {
       for (int64_t i = 0; i < n; ++i)
-        if (any_nonfinite(v[i])) nonfinite[i] = 1;
+        for (int u = 0; u < kColumns; ++u)
+          if (any_nonfinite(v[i * kColumns + u])) nonfinite[i] = 1;
     }
     for (int64_t e = 0; e < ncmp; ++e) {
-      V& lo = v[cmp[e].first];
-      V& hi = v[cmp[e].second];
-      const V a = lo, b = hi;
-      lo = vmin(a, b);
-      hi = vmax(a, b);
-    }
-    V result;
-    switch (op) {
-      case SelectOp::median: result = sorted_median<A>(v.data(), n, 1); break;
-      case SelectOp::trimmed_mean: result = sorted_trimmed_mean<A>(v.data(), n, 1, k); break;
-      case SelectOp::closest_median: {
-        // The kept window differs per coordinate: reduce lane by lane (v is [n][L] scalars).
-        const A* s = reinterpret_cast<const A*>(v.data());
-        for (int l = 0; l < count; ++l) result[l] = sorted_closest_median_mean(s + l, n, L, k);
-        break;
+      V* lo = &v[cmp[e].first * kColumns];
+      V* hi = &v[cmp[e].second * kColumns];
+      for (int u = 0; u < kColumns; ++u) {
+        const V a = lo[u], b = hi[u];
+        lo[u] = vmin(a, b);
+        hi[u] = vmax(a, b);
       }
     }
-    store_lanes(out, c, count, result);
+    for (int u = 0; u < kColumns && count[u] > 0; ++u) {
+      const V* s = &v[u];
+      V result;
+      switch (op) {
+        case SelectOp::median: result = sorted_median<A>(s, n, kColumns); break;
+        case SelectOp::trimmed_mean: result = sorted_trimmed_mean<A>(s, n, kColumns, k); break;
+        case SelectOp::closest_median: {
+          // The kept window differs per coordinate: reduce lane by lane.
+          const A* lanes = reinterpret_cast<const A*>(s);
+          for (int l = 0; l < count[u]; ++l)
+            result[l] = sorted_closest_median_mean(lanes + l, n, kColumns * L, k);
+          break;
+        }
+      }
+      store_lanes(out, c + u * L, count[u], result);
+    }
   }
 }
 

@@ -4,6 +4,11 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 #include "fedsec/dtype.h"
 
@@ -66,9 +71,31 @@ inline bool any_nonfinite(const V& v) {
   return false;
 }
 
+// Lane-wise min and max. Written as selects, GCC emits compare + blend; the min/max
+// instructions have the same semantics for the non-NaN values the kernels sort, in one op.
 template <typename V>
-inline V vmin(const V& a, const V& b) { return a < b ? a : b; }
+inline V vmin(const V& a, const V& b) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(V) == 64 && sizeof(a[0]) == 4) return (V)_mm512_min_ps((__m512)a, (__m512)b);
+  if constexpr (sizeof(V) == 64 && sizeof(a[0]) == 8) return (V)_mm512_min_pd((__m512d)a, (__m512d)b);
+#endif
+#if defined(__AVX__)
+  if constexpr (sizeof(V) == 32 && sizeof(a[0]) == 4) return (V)_mm256_min_ps((__m256)a, (__m256)b);
+  if constexpr (sizeof(V) == 32 && sizeof(a[0]) == 8) return (V)_mm256_min_pd((__m256d)a, (__m256d)b);
+#endif
+  return a < b ? a : b;
+}
 template <typename V>
-inline V vmax(const V& a, const V& b) { return a < b ? b : a; }
+inline V vmax(const V& a, const V& b) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(V) == 64 && sizeof(a[0]) == 4) return (V)_mm512_max_ps((__m512)a, (__m512)b);
+  if constexpr (sizeof(V) == 64 && sizeof(a[0]) == 8) return (V)_mm512_max_pd((__m512d)a, (__m512d)b);
+#endif
+#if defined(__AVX__)
+  if constexpr (sizeof(V) == 32 && sizeof(a[0]) == 4) return (V)_mm256_max_ps((__m256)a, (__m256)b);
+  if constexpr (sizeof(V) == 32 && sizeof(a[0]) == 8) return (V)_mm256_max_pd((__m256d)a, (__m256d)b);
+#endif
+  return a < b ? b : a;
+}
 
 }  // namespace fedsec::cpu
