@@ -53,15 +53,15 @@ void check_common(int64_t d, uintptr_t out, const char* out_name, int device) {
 template <typename T>
 T* ptr(uintptr_t p) { return reinterpret_cast<T*>(p); }
 
-void gram(const std::vector<uintptr_t>& rows, uintptr_t ref, int64_t d, int dtype, uintptr_t G,
-          int device, uintptr_t stream) {
+void gram(const std::vector<uintptr_t>& rows, uintptr_t ref, int64_t d, int dtype, bool fast,
+          uintptr_t G, int device, uintptr_t stream) {
   const auto r = to_rows(rows);
   const DType dt = to_dtype(dtype);
   check_common(d, G, "G", device);
   const int64_t n = static_cast<int64_t>(r.size());
   if (device < 0) {
     py::gil_scoped_release nogil;
-    fedsec::cpu::gram(r.data(), n, ptr<const void>(ref), d, dt, ptr<double>(G));
+    fedsec::cpu::gram(r.data(), n, ptr<const void>(ref), d, dt, fast, ptr<double>(G));
   } else {
     fedsec::cuda::gram(r.data(), n, ptr<const void>(ref), d, dt, ptr<double>(G),
                        ptr<void>(stream));
@@ -119,8 +119,11 @@ void coordinate_select(const std::vector<uintptr_t>& rows, int64_t d, int dtype,
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fedsec native core: streaming Gram, weighted combination and coordinate selection";
   m.def("gram", &gram, py::arg("rows"), py::arg("ref"), py::arg("d"), py::arg("dtype"),
-        py::arg("G"), py::arg("device") = -1, py::arg("stream") = 0,
-        "G += (X - r)(X - r)^T in float64 over the n row buffers (r skipped when ref is 0).");
+        py::arg("fast"), py::arg("G"), py::arg("device") = -1, py::arg("stream") = 0,
+        "G += (X - r)(X - r)^T into float64 G over the n row buffers (r skipped when ref is 0). "
+        "fast: float32 products on the CPU (see gram_fast_error); CUDA always uses float64.");
+  m.def("gram_fast_error", &fedsec::cpu::gram_fast_error,
+        "Bound b of a fast CPU Gram entry: |error of G_ij| <= b * ||x_i - r|| * ||x_j - r||.");
   m.def("combine", &combine, py::arg("rows"), py::arg("coeffs"), py::arg("ref"),
         py::arg("ref_coeff"), py::arg("d"), py::arg("dtype"), py::arg("out"),
         py::arg("nonfinite") = 0, py::arg("device") = -1, py::arg("stream") = 0,

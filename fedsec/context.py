@@ -13,6 +13,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from . import solvers
 from .backends import pick_backend
 from .errors import NonFiniteUpdateError
 from .info import AggregationInfo
@@ -75,21 +76,42 @@ class AggregationContext:
     def gram(self, center: UpdateSet | None = None) -> np.ndarray:
         """The centred Gram matrix of the clients in play (float64, n x n).
 
-        Centred on ``center`` when given, else on the first client in play. Clients whose row
-        is non-finite are excluded on the way; a non-finite reference client is found by one
-        flagging pass instead.
+        Centred on ``center`` when given, else on a client in play (the first, or the medoid
+        when the first is far from the others). Clients whose row is non-finite are excluded
+        on the way; a non-finite reference client is found by one flagging pass instead.
+
+        The first pass may use float32 products (the native CPU core's fast path). Its error
+        bound is then checked against the distances it produced (``gram_is_accurate``); when
+        the reference point was too far from the clients for that precision, the pass is
+        redone centred on the medoid, and in float64 if that is still not enough.
         """
+        G = self._finite_gram(center, reference=0, fast=True)
+        error = self.backend.gram_error(self.updates.dtype, fast=True)
+        if error == 0 or solvers.gram_is_accurate(G, error):
+            return G
+        if center is None:
+            reference = solvers.medoid(solvers.squared_distances(G))
+            G = self._finite_gram(None, reference, fast=True)
+            if solvers.gram_is_accurate(G, error):
+                return G
+            return self._finite_gram(None, reference, fast=False)
+        return self._finite_gram(center, 0, fast=False)
+
+    def _finite_gram(self, center: UpdateSet | None, reference: int, fast: bool) -> np.ndarray:
+        """One Gram pass centred on ``center`` or on the client in play at ``reference``,
+        excluding non-finite clients."""
         while True:
             self.require(self.n >= 1, "at least one finite client update; got n=0")
+            ref_client = self.active[min(reference, self.n - 1)]
             acc = self.backend.new_gram(self.n)
             for b, block in enumerate(self.updates.blocks):
-                ref = center.blocks[b].rows[0] if center is not None else block.rows[self.active[0]]
-                self.backend.gram(self._rows(block, self.active), ref, acc)
+                ref = center.blocks[b].rows[0] if center is not None else block.rows[ref_client]
+                self.backend.gram(self._rows(block, self.active), ref, acc, fast)
             G = self.backend.gram_result(acc)
             bad = ~np.isfinite(np.diag(G))
             if not bad.any():
                 return G
-            if center is None and bad[0] and self._find_nonfinite():
+            if center is None and bad[self.active.index(ref_client)] and self._find_nonfinite():
                 continue
             self._exclude(bad)
             keep = np.flatnonzero(~bad)

@@ -18,6 +18,29 @@ def squared_distances(G: np.ndarray) -> np.ndarray:
     return D
 
 
+# Relative accuracy the pairwise distances must have, against the typical distance of each row.
+GRAM_TOLERANCE = 1e-4
+
+
+def gram_is_accurate(G: np.ndarray, error: float, tolerance: float = GRAM_TOLERANCE) -> bool:
+    """Whether a Gram matrix whose entries are within ``error * ||y_i|| ||y_j||`` gives every
+    client's distances to within ``tolerance`` of its median distance to the others.
+
+    An entry error of e ||y_i|| ||y_j|| moves D_ij by at most 2e (G_ii + G_jj). The check is
+    row-wise against medians, so a far-away attacker (large G_ii, but equally large distances)
+    passes, while a reference point far from most clients (large G_ii, small distances) fails.
+    """
+    n = G.shape[0]
+    if n < 2:
+        return True
+    g = np.diag(G)
+    D = squared_distances(G)
+    off = ~np.eye(n, dtype=bool)
+    typical_distance = np.median(D[off].reshape(n, n - 1), axis=1)
+    typical_norm = np.median(np.broadcast_to(g, (n, n))[off].reshape(n, n - 1), axis=1)
+    return bool(np.all(2.0 * error * (g + typical_norm) <= tolerance * typical_distance))
+
+
 def distances_to_point(G: np.ndarray, beta: np.ndarray) -> np.ndarray:
     """||x_i - z|| for z = r + sum_k beta_k (x_k - r): sqrt(G_ii - 2 (G beta)_i + beta' G beta)."""
     Gb = G @ beta

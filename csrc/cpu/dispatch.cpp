@@ -79,13 +79,16 @@ std::string isa() { return best_kernels().isa; }
 int num_threads() { return g_threads.load(); }
 void set_num_threads(int threads) { g_threads.store(std::max(1, threads)); }
 
-void gram(const void* const* rows, int64_t n, const void* ref, int64_t d, DType dt, double* G) {
+double gram_fast_error() { return best_kernels().gram_fast_error(); }
+
+void gram(const void* const* rows, int64_t n, const void* ref, int64_t d, DType dt, bool fast,
+          double* G) {
   const auto& kern = best_kernels();
   const int threads = plan_threads(n, d);
   std::vector<std::vector<double>> partial(static_cast<size_t>(threads),
                                            std::vector<double>(static_cast<size_t>(n * n), 0.0));
   parallel_ranges(threads, d, [&](int t, int64_t b, int64_t e) {
-    if (b < e) kern.gram(rows, n, ref, b, e, dt, partial[t].data());
+    if (b < e) kern.gram(rows, n, ref, b, e, dt, fast, partial[t].data());
   });
   // The kernels fill the upper triangle; fold every thread's part into both halves of G.
   for (const auto& part : partial) {

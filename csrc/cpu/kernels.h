@@ -16,9 +16,12 @@ struct Comparators {
 };
 
 struct Kernels {
-  // G (n x n, upper triangle including the diagonal) += centred products over [begin, end).
+  // G (n x n, upper triangle including the diagonal) += centred products over [begin, end),
+  // with float32 products when `fast` (see gram.cpp), float64 otherwise.
   void (*gram)(const void* const* rows, int64_t n, const void* ref, int64_t begin, int64_t end,
-               DType dt, double* G);
+               DType dt, bool fast, double* G);
+  // Relative error bound of a fast Gram entry: |dG_ij| <= bound * ||y_i|| * ||y_j||.
+  double (*gram_fast_error)();
   void (*combine)(const void* const* rows, const double* coeffs, int64_t n, const void* ref,
                   double ref_coeff, int64_t begin, int64_t end, DType dt, void* out,
                   uint8_t* nonfinite);
@@ -30,7 +33,8 @@ struct Kernels {
 
 #define FEDSEC_DECLARE_KERNELS(ns)                                                             \
   namespace ns {                                                                               \
-  void gram(const void* const*, int64_t, const void*, int64_t, int64_t, DType, double*);       \
+  void gram(const void* const*, int64_t, const void*, int64_t, int64_t, DType, bool, double*); \
+  double gram_fast_error();                                                                    \
   void combine(const void* const*, const double*, int64_t, const void*, double, int64_t,       \
                int64_t, DType, void*, uint8_t*);                                               \
   void coordinate_select(const void* const*, int64_t, int64_t, int64_t, DType, SelectOp,       \

@@ -73,9 +73,15 @@ class NativeBackend:
     def flags_result(self, flags) -> np.ndarray:
         return (flags.cpu().numpy() if self.cuda else flags).astype(bool)
 
-    def gram(self, rows, ref, acc) -> None:
+    def gram_error(self, dtype, fast: bool) -> float:
+        """Relative error bound of the Gram entries a pass with ``fast`` gives (0: float64)."""
+        if self.cuda or not fast or _DTYPE_CODES[dtype] == 1:
+            return 0.0
+        return _core.gram_fast_error()
+
+    def gram(self, rows, ref, acc, fast: bool) -> None:
         self._launch(_core.gram, [_address(r) for r in rows], _address(ref) if ref is not None else 0,
-                     _numel(rows[0]), _dtype_code(rows[0]), _address(acc))
+                     _numel(rows[0]), _dtype_code(rows[0]), bool(fast), _address(acc))
 
     def combine(self, rows, coeffs, ref, ref_coeff, out, flags) -> None:
         self._launch(_core.combine, [_address(r) for r in rows], [float(c) for c in coeffs],

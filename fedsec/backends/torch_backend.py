@@ -49,7 +49,10 @@ class TorchBackend:
     def flags_result(self, flags: torch.Tensor) -> np.ndarray:
         return flags.cpu().numpy()
 
-    def gram(self, rows, ref, acc: torch.Tensor) -> None:
+    def gram_error(self, dtype, fast: bool) -> float:
+        return 0.0  # always float64
+
+    def gram(self, rows, ref, acc: torch.Tensor, fast: bool) -> None:
         flat = [_flat(r) for r in rows]
         r = _flat(ref) if ref is not None else None
         for a, b in self._chunks(rows):

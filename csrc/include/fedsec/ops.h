@@ -16,8 +16,12 @@ namespace fedsec {
 
 namespace cpu {
 
-// G[i*n + j] += sum_c (x_i[c] - r[c]) * (x_j[c] - r[c]), in float64 (G is n x n, row-major).
-void gram(const void* const* rows, int64_t n, const void* ref, int64_t d, DType dt, double* G);
+// G[i*n + j] += sum_c (x_i[c] - r[c]) * (x_j[c] - r[c]) (G is n x n float64, row-major).
+// `fast`: float32 differences and products for 16- and 32-bit inputs, each entry then within
+// gram_fast_error() * ||x_i - r|| * ||x_j - r|| of the exact value; otherwise float64 throughout.
+void gram(const void* const* rows, int64_t n, const void* ref, int64_t d, DType dt, bool fast,
+          double* G);
+double gram_fast_error();
 
 // out[c] = ref_coeff * r[c] + sum_k coeffs[k] * x_k[c], accumulated in float32 (float64 for
 // float64 input) and stored in dt. `ref` may be null (then ref_coeff is ignored).
