@@ -64,13 +64,9 @@ void select_typed(const T* const* rows, int64_t n, int64_t begin, int64_t end, S
       switch (op) {
         case SelectOp::median: result = sorted_median<A>(s, n, kColumns); break;
         case SelectOp::trimmed_mean: result = sorted_trimmed_mean<A>(s, n, kColumns, k); break;
-        case SelectOp::closest_median: {
-          // The kept window differs per coordinate: reduce lane by lane.
-          const A* lanes = reinterpret_cast<const A*>(s);
-          for (int l = 0; l < count[u]; ++l)
-            result[l] = sorted_closest_median_mean(lanes + l, n, kColumns * L, k);
+        case SelectOp::closest_median:
+          result = sorted_closest_median_mean<A>(s, n, kColumns, k);
           break;
-        }
       }
       store_lanes(out, c + u * L, count[u], result);
     }

@@ -97,16 +97,12 @@ def _reduce_sorted(s: torch.Tensor, n: int, op: SelectOp, k: int) -> torch.Tenso
         return _median(s, n)
     if op == SelectOp.TRIMMED_MEAN:
         return s[k:n - k].sum(dim=0) / (n - 2 * k)
-    # Closest to the median: drop n - k times the end farther from the median (upper on ties).
-    med = _median(s, n)
-    lo = torch.zeros_like(med, dtype=torch.long)
-    hi = torch.full_like(lo, n - 1)
-    for _ in range(n - k):
-        below = med - s.gather(0, lo[None])[0]
-        above = s.gather(0, hi[None])[0] - med
-        drop_low = below > above
-        lo = lo + drop_low.long()
-        hi = hi - (~drop_low).long()
-    idx = torch.arange(n, device=s.device)[:, None]
-    keep = (idx >= lo[None]) & (idx <= hi[None])
-    return (s * keep).sum(dim=0) / k
+    # Closest to the median (k kept), as select_math.h: with K = n - k, the low end is dropped
+    # at the i < K where s[i] + s[n-K+i] < 2 median; value i is kept iff it is not such a
+    # dropped low value and, for i >= k, value i - k was one.
+    K = n - k
+    dropped_low = s[:K] + s[n - K:] < 2 * _median(s, n)
+    keep = torch.ones_like(s, dtype=torch.bool)
+    keep[:K] &= ~dropped_low
+    keep[k:] &= dropped_low
+    return torch.where(keep, s, torch.zeros_like(s)).sum(dim=0) / k

@@ -39,20 +39,32 @@ FEDSEC_HD A sorted_trimmed_mean(const A* s, int64_t n, int64_t stride, int64_t k
   return sum / S(n - 2 * k);
 }
 
-// Mean of the `keep` values closest to the median. They form a window of the sorted values;
-// it is found by dropping, n - keep times, whichever end lies farther from the median (on a
-// tie the upper end is dropped, so the rule is deterministic).
-// Scalar only: the window differs per coordinate.
-template <typename A>
+// Mean of the `keep` values closest to the median. They form a window [lo, lo + keep) of the
+// sorted values: the two-pointer rule drops, K = n - keep times, whichever end lies farther from
+// the median (the upper one on a tie). That is a merge of two decreasing sequences, the low-side
+// distances med - s[i] and the high-side distances s[n-1-j] - med, so (merge-path identity) the
+// low end is dropped exactly for the i < K with P(i): med - s[i] > s[n-K+i] - med, and P holds
+// for a prefix i < lo. Hence value i is kept iff (i >= K or not P(i)) and (i < keep or
+// P(i - keep)): branch-free, no per-lane indexing, so SIMD lanes (coordinates) run it as is.
+// P is evaluated as s[i] + s[n-K+i] < 2 med: for the two middle values of an even count and for
+// values symmetric about the median both sides round alike, so exact ties stay ties (and keep
+// the lower value) instead of being decided by rounding.
+template <typename S, typename A>
 FEDSEC_HD A sorted_closest_median_mean(const A* s, int64_t n, int64_t stride, int64_t keep) {
-  const A med = sorted_median<A>(s, n, stride);
-  int64_t lo = 0, hi = n - 1;
-  for (int64_t drop = n - keep; drop > 0; --drop) {
-    if (med - s[lo * stride] > s[hi * stride] - med) ++lo; else --hi;
+  const A twice_med = sorted_median<S>(s, n, stride) * S(2);
+  const int64_t K = n - keep;
+  const A zero = A{};
+  A sum = zero;
+  for (int64_t i = 0; i < n; ++i) {
+    A v = s[i * stride];
+    if (i < K) v = (v + s[(n - K + i) * stride] >= twice_med) ? v : zero;
+    if (i >= keep) {
+      const int64_t j = i - keep;
+      v = (s[j * stride] + s[(n - K + j) * stride] < twice_med) ? v : zero;
+    }
+    sum += v;
   }
-  A sum = s[lo * stride];
-  for (int64_t i = lo + 1; i <= hi; ++i) sum += s[i * stride];
-  return sum / A(keep);
+  return sum / S(keep);
 }
 
 // Scalar reduction of one sorted coordinate (the CUDA kernels' path).
@@ -61,7 +73,7 @@ FEDSEC_HD A sorted_reduce(const A* s, int64_t n, int64_t stride, SelectOp op, in
   switch (op) {
     case SelectOp::median: return sorted_median<A>(s, n, stride);
     case SelectOp::trimmed_mean: return sorted_trimmed_mean<A>(s, n, stride, k);
-    case SelectOp::closest_median: return sorted_closest_median_mean(s, n, stride, k);
+    case SelectOp::closest_median: return sorted_closest_median_mean<A>(s, n, stride, k);
   }
   return A(0);
 }
