@@ -76,11 +76,11 @@ void gram_typed(const T* const* rows, int64_t n, const T* ref, int64_t begin, in
   using V = typename Simd<P>::Vec;
   constexpr int kLanes = Simd<P>::kLanes;
   const int64_t n_pad = (n + kRowPad - 1) / kRowPad * kRowPad;
-  // Chunk length: float32 runs are capped by the error bound; a float64 block of all rows
-  // stays within ~512 KiB of L2.
-  const int64_t chunk = std::is_same_v<P, float>
-      ? kFastRun * kLanes
-      : std::clamp<int64_t>((int64_t{1} << 16) / n_pad / kLanes * kLanes, 4 * kLanes, 2048);
+  // Chunk length: the block of all rows stays within ~512 KiB of L2, and float32 runs are
+  // capped by the error bound.
+  const int64_t max_chunk = std::is_same_v<P, float> ? kFastRun * kLanes : 2048;
+  const int64_t chunk = std::clamp<int64_t>(
+      (int64_t{512} << 10) / int64_t{sizeof(P)} / n_pad / kLanes * kLanes, kLanes, max_chunk);
   const int64_t stride_vecs = chunk / kLanes;
   std::vector<V> Y(static_cast<size_t>(n_pad * stride_vecs));  // pad rows stay zero
   P* Yd = reinterpret_cast<P*>(Y.data());
