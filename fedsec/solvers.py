@@ -10,9 +10,12 @@ import numpy as np
 
 
 def squared_distances(G: np.ndarray) -> np.ndarray:
-    """||x_i - x_j||^2 = G_ii + G_jj - 2 G_ij, clamped at 0 (rounding can make it negative)."""
+    """||x_i - x_j||^2 = G_ii + G_jj - 2 G_ij, clamped at 0 (rounding can make it negative).
+
+    G is symmetrised first so D is exactly symmetric: Krum scores of mutual nearest neighbours
+    then tie exactly, and the lower index wins on every backend."""
     g = np.diag(G)
-    D = g[:, None] + g[None, :] - 2.0 * G
+    D = g[:, None] + g[None, :] - (G + G.T)
     np.maximum(D, 0.0, out=D)
     np.fill_diagonal(D, 0.0)
     return D

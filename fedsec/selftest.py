@@ -1,0 +1,125 @@
+"""Every aggregator on every backend this machine can run, against the float64 references.
+
+`fedsec selftest` (or `python -m fedsec.selftest`) prints one row per rule and backend with the
+worst error over seeded random inputs, as a multiple of its tolerance, and exits non-zero when
+any is above 1. GPU users should run it once: it is the check that the CUDA kernels agree with
+the references on their device.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import aggregators, reference
+from .build import build_info
+
+# (n, d) shapes: edge cases and a size that spans several SIMD blocks and threads.
+SHAPES = [(1, 7), (2, 1), (3, 1000), (5, 7), (17, 1000), (64, 65537)]
+QUICK_SHAPES = [(3, 7), (17, 1000), (64, 4099)]
+DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+# Unit roundoff of the output dtype.
+_EPS = {torch.float32: 2.0**-24, torch.float64: 2.0**-53, torch.float16: 2.0**-11,
+        torch.bfloat16: 2.0**-8}
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    run: Callable  # (updates, backend) -> value
+    expected: Callable  # (float64 array) -> value
+    min_n: int = 1
+    # Error allowed beyond rounding, relative to the data's magnitude.
+    conditioning: float = 0.0
+
+
+def _rules() -> list[Rule]:
+    return [
+        Rule("mean", lambda u, b: aggregators.mean(u, backend=b), reference.mean),
+        Rule("median", lambda u, b: aggregators.median(u, backend=b), reference.median),
+        Rule("trimmed_mean(0.2)", lambda u, b: aggregators.trimmed_mean(u, 0.2, backend=b),
+             lambda x: reference.trimmed_mean(x, 0.2)),
+        Rule("krum(f=1)", lambda u, b: aggregators.krum(u, 1, backend=b),
+             lambda x: reference.krum(x, 1), min_n=5),
+        Rule("multi-krum(f=1, m=n-1)", lambda u, b: aggregators.krum(u, 1, m=u.shape[0] - 1, backend=b),
+             lambda x: reference.krum(x, 1, m=x.shape[0] - 1), min_n=5),
+        # At most 20 iterations, stopping only when the objective stops changing at all. Near
+        # the minimum the objective is flat to rounding while the iterate still moves by about
+        # sqrt(float64 eps) of the scale, hence the conditioning term.
+        Rule("geometric_median(20 iters)",
+             lambda u, b: aggregators.geometric_median(u, tol=0.0, max_iter=20, backend=b),
+             lambda x: reference.geometric_median(x, tol=0.0, max_iter=20), conditioning=1e-7),
+        Rule("bulyan(f=1)", lambda u, b: aggregators.bulyan(u, 1, backend=b),
+             lambda x: reference.bulyan(x, 1), min_n=7),
+        Rule("centered_clip(tau=1, 3 iters)",
+             lambda u, b: aggregators.centered_clip(u, 1.0, iters=3, backend=b),
+             lambda x: reference.centered_clip(x, 1.0, iters=3)),
+    ]
+
+
+def _devices() -> list[torch.device]:
+    devices = [torch.device("cpu")]
+    if torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    return devices
+
+
+def _backends(device: torch.device) -> list[str]:
+    info = build_info()
+    native = info["native"] and (device.type == "cpu" or info["cuda_devices"] > 0)
+    return (["native"] if native else []) + ["torch"]
+
+
+def _tolerance(x: np.ndarray, dtype: torch.dtype) -> float:
+    """Error allowed for an output of ``dtype`` from inputs x: the rounding of the inputs and
+    output to dtype, plus float32 accumulation over n terms, scaled by the data's magnitude."""
+    n = x.shape[0]
+    eps = max(_EPS[dtype], 2.0**-24 if dtype != torch.float64 else 2.0**-53)
+    return 8.0 * eps * (1.0 + n**0.5) * max(1.0, float(np.abs(x).max()))
+
+
+def _check(rule: Rule, device: torch.device, backend: str, dtype: torch.dtype, shapes) -> float:
+    worst = 0.0
+    for seed, (n, d) in enumerate(shapes):
+        if n < rule.min_n:
+            continue
+        rng = np.random.default_rng(seed)
+        x = torch.from_numpy(rng.standard_normal((n, d))).to(dtype)
+        x64 = x.double().numpy()  # the reference sees exactly the values the backend sees
+        got = rule.run(x.to(device), backend).double().cpu().numpy()
+        error = float(np.abs(got - rule.expected(x64)).max())
+        allowed = _tolerance(x64, dtype) + rule.conditioning * max(1.0, float(np.abs(x64).max()))
+        worst = max(worst, error / allowed)
+    return worst
+
+
+def run_selftest(quick: bool = False, out=sys.stdout) -> bool:
+    info = build_info()
+    print(f"fedsec {info['version']}: native={info['native']} cpu_isa={info['cpu_isa']} "
+          f"cuda_built={info['cuda_built']} cuda_devices={info['cuda_devices']}"
+          + (f" ({info['cuda_status']})" if info["cuda_built"] and not info["cuda_devices"] else ""),
+          file=out)
+    shapes = QUICK_SHAPES if quick else SHAPES
+    header = f"{'rule':<32}{'device':<7}{'backend':<8}" + "".join(f"{str(t)[6:]:>10}" for t in DTYPES)
+    print(header + f"{'seconds':>9}", file=out)
+    ok = True
+    for rule in _rules():
+        for device in _devices():
+            for backend in _backends(device):
+                start = time.perf_counter()
+                ratios = [_check(rule, device, backend, dtype, shapes) for dtype in DTYPES]
+                ok &= all(r <= 1.0 for r in ratios)
+                cells = "".join(f"{r:>9.2g}{'!' if r > 1 else ' '}" for r in ratios)
+                print(f"{rule.name:<32}{device.type:<7}{backend:<8}{cells}"
+                      f"{time.perf_counter() - start:>9.1f}", file=out)
+    print("Cells: worst error / tolerance over the shapes "
+          f"{shapes}; '!' marks a failure." + ("" if ok else "  SELFTEST FAILED"), file=out)
+    return ok
+
+
+if __name__ == "__main__":
+    sys.exit(0 if run_selftest(quick="--quick" in sys.argv) else 1)
