@@ -63,12 +63,33 @@ inline void tile_products(const typename Simd<P>::Vec* Y, int64_t stride_vecs, i
   }
 }
 
+// Prefetches the next chunk's cache lines a few at a time, spread over the tile products of the
+// current chunk: issued all at once they would overflow the outstanding-miss queues and be
+// dropped.
 template <typename T>
-void prefetch_chunk(const T* const* rows, int64_t n, int64_t begin, int64_t count) {
-  constexpr int64_t kLine = 64 / sizeof(T);
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t c = 0; c < count; c += kLine) __builtin_prefetch(rows[i] + begin + c, 0, 1);
-}
+class ChunkPrefetcher {
+ public:
+  ChunkPrefetcher(const T* const* rows, int64_t n, int64_t begin, int64_t count, int64_t steps)
+      : rows_(rows), n_(n), begin_(begin), count_(count),
+        per_step_((n * ((count + kLine - 1) / kLine) + steps - 1) / std::max<int64_t>(steps, 1)) {}
+
+  void step() {
+    for (int64_t k = 0; k < per_step_ && row_ < n_; ++k) {
+      __builtin_prefetch(rows_[row_] + begin_ + offset_, 0, 1);
+      offset_ += kLine;
+      if (offset_ >= count_) {
+        offset_ = 0;
+        ++row_;
+      }
+    }
+  }
+
+ private:
+  static constexpr int64_t kLine = 64 / sizeof(T);
+  const T* const* rows_;
+  int64_t n_, begin_, count_, per_step_;
+  int64_t row_ = 0, offset_ = 0;
+};
 
 template <typename T, typename P>
 void gram_typed(const T* const* rows, int64_t n, const T* ref, int64_t begin, int64_t end,
@@ -99,11 +120,15 @@ void gram_typed(const T* const* rows, int64_t n, const T* ref, int64_t begin, in
       }
       std::fill(y + count, y + chunk, P(0));
     }
-    if (c0 + chunk < end) prefetch_chunk(rows, n, c0 + chunk, std::min(chunk, end - c0 - chunk));
     const int64_t vecs = (count + kLanes - 1) / kLanes;
+    const int64_t tiles = (n_pad / kTileI) * (n_pad / kTileJ + 1) / 2 + 1;
+    ChunkPrefetcher<T> prefetch(rows, n, c0 + chunk, std::max<int64_t>(0, std::min(chunk, end - c0 - chunk)), tiles);
     for (int64_t i0 = 0; i0 < n_pad; i0 += kTileI)
-      for (int64_t j0 = i0 / kTileJ * kTileJ; j0 < n_pad; j0 += kTileJ)
+      for (int64_t j0 = i0 / kTileJ * kTileJ; j0 < n_pad; j0 += kTileJ) {
         tile_products<P>(Y.data(), stride_vecs, i0, j0, vecs, n, G);
+        prefetch.step();
+      }
+    prefetch.step();
   }
 }
 
