@@ -1,0 +1,125 @@
+"""The attack and defense interfaces of the FedMLSecurity design (Han et al., Algorithms 1-2).
+
+Server aggregation of one round, given the local models W_l (a list of (sample_count,
+state_dict)) and the last global model w_g:
+1. data reconstruction attack (observes only): ``attack.reconstruct_data(W_l, w_g, ctx)``
+2. model poisoning attack: ``W_l = attack.poison_model(W_l, w_g, ctx)``
+3. before-aggregation defenses: ``W_l = defense.defend_before_aggregation(W_l, w_g, ctx)``
+4. an on-aggregation defense replaces the aggregation: ``defense.defend_on_aggregation(...)``
+5. after-aggregation defenses: ``w_g = defense.defend_after_aggregation(w_g, ctx)``
+Client training: a malicious client's dataset goes through ``attack.poison_data`` first.
+
+A component declares the stages it hooks in ``stages`` and its parameters as a dataclass
+``Params`` whose fields are the YAML keys (with defaults and a docstring each); ``validate``
+rejects impossible values once the federation's size is known, before any training.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+
+StateDict = dict[str, torch.Tensor]
+ClientModel = tuple[float, StateDict]  # (sample count, local model), as FedML's W_l entries
+
+
+class Stage(enum.Enum):
+    DATA_POISONING = "data_poisoning"
+    MODEL_POISONING = "model_poisoning"
+    DATA_RECONSTRUCTION = "data_reconstruction"
+    BEFORE_AGGREGATION = "before_aggregation"
+    ON_AGGREGATION = "on_aggregation"
+    AFTER_AGGREGATION = "after_aggregation"
+
+
+@dataclass(frozen=True)
+class Federation:
+    """What a component may check its parameters against."""
+
+    client_num_in_total: int
+    client_num_per_round: int
+
+
+@dataclass
+class RoundContext:
+    """One round as the components see it. ``client_ids[i]`` is the client whose model is
+    W_l[i]; ``metrics`` collects what components report (e.g. excluded clients) for the round's
+    log; ``rng`` is seeded from the experiment's seed and the round, so choices are reproducible.
+
+    The simulation also passes what a reconstruction attack needs and what evaluates it:
+    ``model_factory`` builds the model the state_dicts belong to, ``client_learning_rate`` is the
+    clients' SGD step, and ``client_batches`` maps a client to the first (features, labels)
+    batch it trained on (ground truth, used only to score a reconstruction).
+    """
+
+    round_index: int
+    client_ids: list[int]
+    rng: np.random.Generator
+    metrics: dict[str, Any] = field(default_factory=dict)
+    federation: Federation | None = None
+    model_factory: Callable[[], torch.nn.Module] | None = None
+    client_learning_rate: float | None = None
+    client_batches: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+@dataclass
+class NoParams:
+    """A component without parameters."""
+
+
+class Component:
+    """What attacks and defenses share: a registered name, the stages hooked, parameters."""
+
+    name: ClassVar[str] = ""
+    stages: ClassVar[frozenset[Stage]] = frozenset()
+    Params: ClassVar[type] = NoParams
+
+    def __init__(self, params: Any = None):
+        self.params = params if params is not None else self.Params()
+
+    @classmethod
+    def validate(cls, params: Any, federation: Federation) -> None:
+        """Raise ValueError naming the key, value and what is allowed; default: no check."""
+
+    @classmethod
+    def parameter_fields(cls) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(cls.Params))
+
+
+class Attack(Component):
+    """Base class of attacks. Override the hooks of the stages in ``stages``."""
+
+    def is_malicious(self, client_id: int, ctx: RoundContext) -> bool:
+        """Whether ``client_id`` is controlled by the attacker this round (data poisoning)."""
+        return False
+
+    def poison_data(self, features: torch.Tensor, labels: torch.Tensor, client_id: int,
+                    ctx: RoundContext) -> tuple[torch.Tensor, torch.Tensor]:
+        return features, labels
+
+    def poison_model(self, models: list[ClientModel], global_model: StateDict,
+                     ctx: RoundContext) -> list[ClientModel]:
+        return models
+
+    def reconstruct_data(self, models: list[ClientModel], global_model: StateDict,
+                         ctx: RoundContext) -> None:
+        """Observes only; reports into ``ctx.metrics``."""
+
+
+class Defense(Component):
+    """Base class of defenses. Override the hooks of the stages in ``stages``."""
+
+    def defend_before_aggregation(self, models: list[ClientModel], global_model: StateDict,
+                                  ctx: RoundContext) -> list[ClientModel]:
+        return models
+
+    def defend_on_aggregation(self, models: list[ClientModel], global_model: StateDict,
+                              ctx: RoundContext) -> StateDict:
+        raise NotImplementedError(f"{self.name} does not aggregate")
+
+    def defend_after_aggregation(self, global_model: StateDict, ctx: RoundContext) -> StateDict:
+        return global_model

@@ -1,0 +1,94 @@
+"""``attack_args`` / ``defense_args`` of an experiment's YAML, parsed into components.
+
+The keys are FedML's: ``enable_attack`` / ``attack_type`` (``enable_defense`` /
+``defense_type``) plus the component's parameters, flat beside them. Every problem is found
+here, when the config is loaded, before any training: unknown names and keys (the message
+lists the valid ones), wrong types, and values the component rejects for this federation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from .base import Attack, Component, Defense, Federation
+from .registry import resolve
+
+
+def build_attack(args: Mapping | None, federation: Federation) -> Attack | None:
+    return _build(Attack, args, federation)
+
+
+def build_defense(args: Mapping | None, federation: Federation) -> Defense | None:
+    return _build(Defense, args, federation)
+
+
+def _build(base: type, args: Mapping | None, federation: Federation) -> Component | None:
+    kind = base.__name__.lower()
+    section = f"{kind}_args"
+    if args is None:
+        return None
+    if not isinstance(args, Mapping):
+        raise ValueError(f"{section} must be a mapping; got {args!r}")
+    enable = args.get(f"enable_{kind}", False)
+    if not isinstance(enable, bool):
+        raise ValueError(f"{section}.enable_{kind} must be true or false; got {enable!r}")
+    if not enable:
+        return None
+    if f"{kind}_type" not in args:
+        raise ValueError(f"{section}: enable_{kind} is true but {kind}_type is missing")
+    cls = resolve(base, args[f"{kind}_type"])
+    hints = typing.get_type_hints(cls.Params)
+    fields = {f.name for f in dataclasses.fields(cls.Params)}
+    values = {}
+    for key, value in args.items():
+        if key in (f"enable_{kind}", f"{kind}_type"):
+            continue
+        if key not in fields:
+            valid = ", ".join(sorted(fields)) or "none"
+            raise ValueError(f"{section}: unknown key {key!r} for {kind}_type {cls.name!r}; "
+                             f"valid keys: {valid}")
+        values[key] = _coerce(f"{section}.{key}", value, hints[key])
+    params = cls.Params(**values)
+    cls.validate(params, federation)
+    return cls(params)
+
+
+def _coerce(where: str, value: Any, annotation: Any) -> Any:
+    """``value`` checked against the field's type (ints are accepted for floats)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _coerce(where, value, option)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError(errors[0])
+    if origin in (list, tuple):
+        (item,) = typing.get_args(annotation)[:1]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where} must be a list; got {value!r}")
+        return origin(_coerce(f"{where}[{i}]", v, item) for i, v in enumerate(value))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false; got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where} must be an integer; got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where} must be a number; got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where} must be a string; got {value!r}")
+        return value
+    return value
