@@ -36,6 +36,8 @@ def _list(_: argparse.Namespace) -> int:
                 default = f.default if f.default is not dataclasses.MISSING else (
                     f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
                 print(f"      {f.name} = {default!r}")
+                if f.metadata.get("doc"):
+                    print(f"          {f.metadata['doc']}")
     return 0
 
 

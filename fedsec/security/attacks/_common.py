@@ -1,0 +1,98 @@
+"""Helpers shared by the built-in attacks.
+
+- ``doc(default, text)``: a ``Params`` field with its documentation in ``metadata["doc"]``.
+- ``choose_malicious(ctx, n, count)``: positions of this round's malicious clients, drawn from
+  ``ctx.rng`` (seeded from the experiment's seed and the round: reproducible, new each round).
+- ``map_floats``: a new state_dict with a function applied to its floating entries; the
+  non-floating entries (e.g. ``num_batches_tracked``) are kept as they are.
+- ``report_malicious``: the round's malicious client ids into ``ctx.metrics``.
+- ``benign_stats``: per-coordinate mean and std (float64) of the benign clients' models.
+- ``seeded_rng``: a generator seeded from an attack's own seed and some integers, for choices
+  that must be the same whenever they are asked for (e.g. ``is_malicious`` across rounds).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+from ..base import ClientModel, RoundContext, StateDict
+
+MALICIOUS_KEY = "malicious_clients"
+
+
+def doc(default: Any, text: str, *, factory: Callable[[], Any] | None = None) -> Any:
+    """A dataclass field with ``default`` (or ``factory``) documented by ``text``."""
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata={"doc": text})
+    return dataclasses.field(default=default, metadata={"doc": text})
+
+
+def is_float(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.is_floating_point()
+
+
+def map_floats(state: StateDict, fn: Callable[[str, torch.Tensor], torch.Tensor]) -> StateDict:
+    """``{k: fn(k, v)}`` for the floating entries, the same objects for the others; a new dict
+    (the input is never modified)."""
+    return {k: (fn(k, v) if is_float(v) else v) for k, v in state.items()}
+
+
+def choose_malicious(ctx: RoundContext, n: int, count: int, what: str = "byzantine_client_num"
+                     ) -> list[int]:
+    """``count`` distinct positions in ``range(n)``, ascending, drawn from ``ctx.rng``."""
+    if count > n:
+        raise ValueError(f"{what}={count} malicious clients, but round {ctx.round_index} has only "
+                         f"{n} clients")
+    if count <= 0:
+        return []
+    return sorted(int(i) for i in ctx.rng.choice(n, size=count, replace=False))
+
+
+def client_id(ctx: RoundContext, position: int) -> int:
+    return int(ctx.client_ids[position]) if position < len(ctx.client_ids) else int(position)
+
+
+def report_malicious(ctx: RoundContext, client_ids: Iterable[int]) -> None:
+    """``ctx.metrics["malicious_clients"]``: the sorted ids of this round's malicious clients
+    (merged with what is already there, so per-client hooks can report one at a time)."""
+    known = set(ctx.metrics.get(MALICIOUS_KEY, []))
+    known.update(int(c) for c in client_ids)
+    ctx.metrics[MALICIOUS_KEY] = sorted(known)
+
+
+def benign_stats(models: list[ClientModel], benign: list[int], key: str
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-coordinate mean and population std (ddof 0) of ``key`` over the benign models, in
+    float64."""
+    stacked = torch.stack([models[i][1][key].detach().to(torch.float64) for i in benign])
+    return stacked.mean(0), stacked.std(0, unbiased=False)
+
+
+def seeded_rng(seed: int, *parts: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, *(int(p) & 0xFFFFFFFF for p in parts)])
+
+
+def check_count(key: str, value: int, federation, *, leave_benign: int = 0) -> None:
+    """``0 <= value <= client_num_per_round - leave_benign``."""
+    high = federation.client_num_per_round - leave_benign
+    if value < 0 or value > high:
+        extra = f" - {leave_benign} (at least {leave_benign} benign)" if leave_benign else ""
+        raise ValueError(f"{key}={value} is out of range: must be between 0 and "
+                         f"client_num_per_round{extra} = {high}")
+
+
+def check_positive(key: str, value: float | None, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{key}={value!r} must be a positive finite number")
+
+
+def check_fraction(key: str, value: float, *, open_low: bool = False) -> None:
+    low_ok = value > 0 if open_low else value >= 0
+    if not (low_ok and value <= 1):
+        allowed = "in (0, 1]" if open_low else "in [0, 1]"
+        raise ValueError(f"{key}={value!r} must be {allowed}")

@@ -1,0 +1,194 @@
+"""Deep leakage from gradients (Zhu et al. 2019, NeurIPS) with the iDLG label trick (Zhao et
+al. 2020, "iDLG: improved deep leakage from gradients"), FedML's ``dlg``."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
+from ..registry import register_attack
+from ._common import check_positive, client_id, doc
+
+
+@register_attack("dlg", "deep_leakage_from_gradients")
+class DlgAttack(Attack):
+    """Data reconstruction at the server (observes only; the models go on unchanged).
+
+    For the client at position ``attack_client_index`` of the round (default the first), the
+    server recovers the gradient of its local step as g = (w_g - w_l) / lr, lr =
+    ``ctx.client_learning_rate`` (exact when the client made one step of plain SGD on one
+    batch, loss = mean cross-entropy). It loads w_g into ``ctx.model_factory()`` and optimises
+    dummy inputs x' (and soft labels y', or with ``use_idlg`` the label inferred from the sign
+    of the last layer's weight gradient, batch of 1) with L-BFGS to minimise
+
+        || grad_w CE(model(x'), softmax(y')) - g ||^2        (Zhu et al. 2019, Eq. 4).
+
+    The dummy batch has the shape of ``ctx.client_batches[client]``'s features when given, else
+    ``input_shape`` (with ``batch_size``). Reports ``ctx.metrics["dlg"]``: client id, final
+    gradient distance, and when the true batch is known, the reconstruction MSE and PSNR
+    (10 log10(range^2 / MSE), range = max - min of the true batch) and the label accuracy.
+    The reconstruction is kept in ``self.last_reconstruction``; with ``save_dir`` the true
+    and reconstructed images are saved as PNG when matplotlib is installed.
+    """
+
+    stages = frozenset({Stage.DATA_RECONSTRUCTION})
+
+    @dataclass
+    class Params:
+        attack_client_index: int | None = doc(None, "position in the round of the attacked "
+                                              "client; default 0 (the first)")
+        dlg_iterations: int = doc(300, "L-BFGS iterations (>= 1)")
+        dlg_lr: float = doc(1.0, "L-BFGS learning rate (> 0)")
+        use_idlg: bool = doc(False, "infer the label from the last layer's gradient (iDLG); "
+                                    "needs a batch of 1")
+        input_shape: list[int] | None = doc(None, "shape of one input, when the true batch is "
+                                            "not given in ctx.client_batches")
+        batch_size: int = doc(1, "dummy batch size when the true batch is not given")
+        attack_round_list: list[int] | None = doc(None, "rounds (ctx.round_index) attacked; "
+                                                  "default every round")
+        save_dir: str | None = doc(None, "folder for PNGs of the reconstruction (needs "
+                                         "matplotlib; skipped without it)")
+        seed: int = doc(0, "seed of the dummy data")
+
+    @classmethod
+    def validate(cls, params: "DlgAttack.Params", federation: Federation) -> None:
+        idx = params.attack_client_index
+        if idx is not None and not 0 <= idx < federation.client_num_per_round:
+            raise ValueError(f"attack_client_index={idx} must be between 0 and "
+                             f"client_num_per_round - 1 = {federation.client_num_per_round - 1}")
+        if params.dlg_iterations < 1:
+            raise ValueError(f"dlg_iterations={params.dlg_iterations} must be >= 1")
+        check_positive("dlg_lr", params.dlg_lr)
+        if params.batch_size < 1:
+            raise ValueError(f"batch_size={params.batch_size} must be >= 1")
+        if params.input_shape is not None and (not params.input_shape
+                                               or any(s < 1 for s in params.input_shape)):
+            raise ValueError(f"input_shape={params.input_shape} must be a non-empty list of "
+                             f"positive sizes")
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.last_reconstruction: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def reconstruct_data(self, models: list[ClientModel], global_model: StateDict,
+                         ctx: RoundContext) -> None:
+        p = self.params
+        if p.attack_round_list is not None and ctx.round_index not in p.attack_round_list:
+            return
+        if ctx.model_factory is None or not ctx.client_learning_rate:
+            raise ValueError("dlg needs ctx.model_factory and ctx.client_learning_rate")
+        index = p.attack_client_index or 0
+        if index >= len(models):
+            raise ValueError(f"attack_client_index={index} but the round has {len(models)} "
+                             f"clients")
+        cid = client_id(ctx, index)
+        truth = (ctx.client_batches or {}).get(cid)
+        if truth is not None:
+            shape = tuple(truth[0].shape)
+        elif p.input_shape is not None:
+            shape = (p.batch_size, *p.input_shape)
+        else:
+            raise ValueError("dlg: set input_shape (the true batch is not in ctx.client_batches)")
+
+        model = ctx.model_factory()
+        model.load_state_dict(global_model)
+        model.eval()
+        params = [(k, w) for k, w in model.named_parameters() if w.requires_grad]
+        local = models[index][1]
+        lr = float(ctx.client_learning_rate)
+        target = [((global_model[k] - local[k]) / lr).detach().to(w) for k, w in params]
+        weights = [w for _, w in params]
+
+        gen = torch.Generator().manual_seed(p.seed)
+        dtype = weights[0].dtype
+        dummy_x = torch.randn(shape, generator=gen, dtype=dtype).requires_grad_(True)
+        with torch.no_grad():
+            num_classes = model(dummy_x[:1]).shape[-1]
+        label = None
+        if p.use_idlg:
+            if shape[0] != 1:
+                raise ValueError(f"dlg: use_idlg needs a batch of 1; got {shape[0]}")
+            label = self._idlg_label(params, target, num_classes)
+            variables = [dummy_x]
+        else:
+            dummy_y = torch.randn((shape[0], num_classes), generator=gen,
+                                  dtype=dtype).requires_grad_(True)
+            variables = [dummy_x, dummy_y]
+
+        def gradient_distance() -> torch.Tensor:
+            out = model(dummy_x)
+            if label is not None:
+                loss = F.cross_entropy(out, label)
+            else:
+                loss = -(F.softmax(dummy_y, -1) * F.log_softmax(out, -1)).sum(-1).mean()
+            grads = torch.autograd.grad(loss, weights, create_graph=True)
+            return sum(((g - t) ** 2).sum() for g, t in zip(grads, target))
+
+        opt = torch.optim.LBFGS(variables, lr=p.dlg_lr, max_iter=p.dlg_iterations,
+                                history_size=100, tolerance_grad=1e-12,
+                                tolerance_change=1e-15, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            dist = gradient_distance()
+            dist.backward()
+            return dist
+
+        opt.step(closure)
+        final = float(gradient_distance().detach())
+        x = dummy_x.detach()
+        y = label if label is not None else dummy_y.detach().argmax(-1)
+        self.last_reconstruction = (x, y)
+        report = {"client_id": cid, "round": ctx.round_index, "gradient_distance": final,
+                  "iterations": p.dlg_iterations}
+        if label is not None:
+            report["idlg_label"] = int(label[0])
+        if truth is not None:
+            true_x = truth[0].detach().to(x)
+            mse = float(((x - true_x) ** 2).mean())
+            span = float(true_x.max() - true_x.min()) or 1.0
+            report["mse"] = mse
+            report["psnr"] = 10 * math.log10(span ** 2 / mse) if mse > 0 else math.inf
+            true_y = truth[1].detach().reshape(-1)
+            if true_y.dtype in (torch.int64, torch.int32) and true_y.numel() == y.numel():
+                report["label_accuracy"] = float((y.cpu() == true_y.cpu()).float().mean())
+        ctx.metrics["dlg"] = report
+        if p.save_dir is not None:
+            self._save(x, truth[0] if truth is not None else None, cid, ctx.round_index)
+
+    @staticmethod
+    def _idlg_label(params, target, num_classes: int) -> torch.Tensor:
+        """iDLG (Zhao et al. 2020): with cross-entropy and a batch of 1, the gradient of the last
+        layer's weight row c is (p_c - y_c) h; only the true class has p_c - y_c < 0, so with
+        non-negative features h its row sums to the smallest (negative) value."""
+        for (_, w), g in zip(reversed(params), reversed(target)):
+            if w.dim() == 2 and w.shape[0] == num_classes:
+                return g.sum(-1).argmin().reshape(1)
+        raise ValueError("dlg: use_idlg needs a last linear layer with one row per class")
+
+    def _save(self, x: torch.Tensor, truth: torch.Tensor | None, cid: int, round_index: int
+              ) -> None:
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return
+        folder = Path(self.params.save_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        pairs = [("reconstructed", x)] + ([("true", truth)] if truth is not None else [])
+        for tag, images in pairs:
+            for j, image in enumerate(images.detach().cpu()):
+                img = image.float()
+                if img.dim() == 1:
+                    side = math.isqrt(img.numel())
+                    img = img.reshape(side, -1) if side * side == img.numel() else img[None]
+                elif img.dim() == 3:
+                    img = img.permute(1, 2, 0) if img.shape[0] in (3, 4) else img[0]
+                img = (img - img.min()) / max(float(img.max() - img.min()), 1e-12)
+                plt.imsave(folder / f"dlg_round{round_index}_client{cid}_{j}_{tag}.png",
+                           img.numpy(), cmap="gray" if img.dim() == 2 else None)

@@ -1,0 +1,111 @@
+"""Label flipping (Tolpegin et al. 2020, "Data poisoning attacks against federated learning
+systems", ESORICS), FedML's ``label_flipping``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..base import Attack, Federation, RoundContext, Stage
+from ..registry import register_attack
+from ._common import check_fraction, doc, report_malicious, seeded_rng
+
+
+@register_attack("label_flipping", "label_flip")
+class LabelFlippingAttack(Attack):
+    """Malicious clients train on data whose labels ``original_class_list[k]`` are replaced by
+    ``target_class_list[k]`` (Tolpegin et al. 2020 flip 3 -> 9 and 2 -> 1 ... here any pairs;
+    the mapping is applied simultaneously, so 3 -> 9 and 9 -> 3 swap the two classes).
+
+    The malicious set is fixed for the whole experiment: the first
+    k = ``poisoned_client_num`` (or round(ratio_of_poisoned_client * client_num_in_total)) ids of
+    a permutation of ``range(client_num_in_total)`` drawn from ``seed``; so ``is_malicious`` is
+    stable across rounds. (Without ``ctx.federation`` the set is not known: then each client is
+    malicious with probability ``ratio_of_poisoned_client``, decided once from ``seed`` and its
+    id.) ``poisoned_fraction`` < 1 flips only round(poisoned_fraction * m) of the m samples
+    whose label is listed, chosen from (seed, client id, round). Only labels change; features
+    and the input tensors are never modified. Reports ``ctx.metrics["malicious_clients"]`` and
+    adds the flipped counts to ``ctx.metrics["label_flipping_flipped"]`` (client id -> count).
+    """
+
+    stages = frozenset({Stage.DATA_POISONING})
+
+    @dataclass
+    class Params:
+        original_class_list: list[int] = doc(None, "labels to flip (Tolpegin et al.: [3, 2])",
+                                             factory=lambda: [3])
+        target_class_list: list[int] = doc(None, "what each label of original_class_list "
+                                           "becomes (same length; Tolpegin et al.: [9, 1])",
+                                           factory=lambda: [9])
+        ratio_of_poisoned_client: float = doc(0.1, "fraction of all clients that are "
+                                              "malicious, in [0, 1]")
+        poisoned_client_num: int | None = doc(None, "number of malicious clients; overrides "
+                                              "ratio_of_poisoned_client")
+        poisoned_fraction: float = doc(1.0, "fraction of a malicious client's listed-label "
+                                       "samples that are flipped, in (0, 1]")
+        seed: int = doc(0, "seed of the malicious set and of the poisoned samples")
+
+    @classmethod
+    def validate(cls, params: "LabelFlippingAttack.Params", federation: Federation) -> None:
+        src, dst = params.original_class_list, params.target_class_list
+        if len(src) == 0:
+            raise ValueError("original_class_list=[] must name at least one label")
+        if len(src) != len(dst):
+            raise ValueError(f"original_class_list={src} and target_class_list={dst} must have "
+                             f"the same length")
+        for key, values in (("original_class_list", src), ("target_class_list", dst)):
+            if any(v < 0 for v in values):
+                raise ValueError(f"{key}={values} must hold labels >= 0")
+        if len(set(src)) != len(src):
+            raise ValueError(f"original_class_list={src} lists a label twice")
+        check_fraction("ratio_of_poisoned_client", params.ratio_of_poisoned_client)
+        check_fraction("poisoned_fraction", params.poisoned_fraction, open_low=True)
+        num = params.poisoned_client_num
+        if num is not None and not 0 <= num <= federation.client_num_in_total:
+            raise ValueError(f"poisoned_client_num={num} must be between 0 and "
+                             f"client_num_in_total = {federation.client_num_in_total}")
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self._sets: dict[int, frozenset[int]] = {}
+
+    def malicious_clients(self, client_num_in_total: int) -> frozenset[int]:
+        """The experiment's malicious client ids (fixed by ``seed``)."""
+        if client_num_in_total not in self._sets:
+            p = self.params
+            k = (p.poisoned_client_num if p.poisoned_client_num is not None
+                 else int(round(p.ratio_of_poisoned_client * client_num_in_total)))
+            k = min(k, client_num_in_total)
+            order = seeded_rng(p.seed).permutation(client_num_in_total)
+            self._sets[client_num_in_total] = frozenset(int(c) for c in order[:k])
+        return self._sets[client_num_in_total]
+
+    def is_malicious(self, client_id: int, ctx: RoundContext) -> bool:
+        if ctx.federation is not None:
+            return int(client_id) in self.malicious_clients(ctx.federation.client_num_in_total)
+        return bool(seeded_rng(self.params.seed, 1, client_id).random()
+                    < self.params.ratio_of_poisoned_client)
+
+    def poison_data(self, features: torch.Tensor, labels: torch.Tensor, client_id: int,
+                    ctx: RoundContext) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_malicious(client_id, ctx):
+            return features, labels
+        report_malicious(ctx, [client_id])
+        listed = torch.zeros_like(labels, dtype=torch.bool)
+        for src in self.params.original_class_list:
+            listed |= labels == src
+        if self.params.poisoned_fraction < 1.0:
+            where = torch.nonzero(listed.reshape(-1)).reshape(-1).cpu().numpy()
+            keep = int(round(self.params.poisoned_fraction * len(where)))
+            rng = seeded_rng(self.params.seed, 2, client_id, ctx.round_index)
+            chosen = rng.choice(where, size=keep, replace=False) if keep else np.empty(0, int)
+            mask = torch.zeros(labels.numel(), dtype=torch.bool)
+            mask[torch.as_tensor(chosen, dtype=torch.long)] = True
+            listed = mask.reshape(labels.shape).to(labels.device)
+        new = labels.clone()
+        for src, dst in zip(self.params.original_class_list, self.params.target_class_list):
+            new[listed & (labels == src)] = dst
+        flipped = ctx.metrics.setdefault("label_flipping_flipped", {})
+        flipped[int(client_id)] = flipped.get(int(client_id), 0) + int(listed.sum())
+        return features, new

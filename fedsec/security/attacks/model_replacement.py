@@ -1,0 +1,162 @@
+"""Model replacement backdoor (Bagdasaryan et al. 2020, "How to backdoor federated learning",
+AISTATS), FedML's ``model_replacement``."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
+from ..registry import register_attack
+from ._common import (check_fraction, check_positive, doc, map_floats, report_malicious,
+                      seeded_rng)
+
+
+@register_attack("model_replacement", "model_replacement_backdoor", "backdoor")
+class ModelReplacementAttack(Attack):
+    """Backdoor by model replacement (Bagdasaryan et al. 2020).
+
+    Data poisoning: the malicious client trains on its data with round(poisoned_fraction * N) of
+    its N samples (chosen from seed, client id and round) stamped with the trigger and
+    relabelled ``backdoor_target_label``. The trigger is a pixel pattern: a
+    ``trigger_size`` x ``trigger_size`` square in the bottom-right corner of the image set to
+    ``trigger_value`` in every channel. Images are [N, C, H, W], [N, H, W], or flattened square
+    images [N, H*W] (H = W = sqrt(H*W)); other shapes are an error.
+
+    Model poisoning: the malicious model X is scaled so that it replaces the global model,
+    L = w_g + gamma (X - w_g), with gamma = ``scale_factor``, by default n / eta
+    (n = clients in the round, eta = ``server_learning_rate``): with FedAvg of equal weights,
+    w_g + eta/n sum_i (L_i - w_g) ~= X when the benign updates roughly cancel.
+
+    The malicious client is ``malicious_client_id`` whenever it takes part, else one client of
+    each round drawn from (seed, round) (the same for ``is_malicious`` and ``poison_model``);
+    the attack runs in the rounds of ``attack_training_rounds`` (``ctx.round_index`` values;
+    all rounds when unset). ``backdoor_test_set`` builds the attack-success test set.
+    Reports ``ctx.metrics["malicious_clients"]`` and ``ctx.metrics["model_replacement_gamma"]``.
+    """
+
+    stages = frozenset({Stage.DATA_POISONING, Stage.MODEL_POISONING})
+
+    @dataclass
+    class Params:
+        backdoor_target_label: int = doc(0, "label the trigger maps to")
+        poisoned_fraction: float = doc(0.5, "fraction of the malicious client's samples "
+                                       "stamped and relabelled, in (0, 1]")
+        scale_factor: float | None = doc(None, "gamma; default n / server_learning_rate")
+        server_learning_rate: float = doc(1.0, "eta, the server's learning rate (> 0)")
+        malicious_client_id: int | None = doc(None, "the attacker's client id; default one "
+                                              "client per round drawn from seed")
+        attack_training_rounds: list[int] | None = doc(None, "rounds (ctx.round_index) with "
+                                                       "the attack; default every round")
+        trigger_size: int = doc(2, "side of the square trigger, in pixels (>= 1)")
+        trigger_value: float = doc(1.0, "value of the trigger's pixels")
+        seed: int = doc(0, "seed of the attacker choice and of the poisoned samples")
+
+    @classmethod
+    def validate(cls, params: "ModelReplacementAttack.Params", federation: Federation) -> None:
+        check_fraction("poisoned_fraction", params.poisoned_fraction, open_low=True)
+        check_positive("scale_factor", params.scale_factor, allow_none=True)
+        check_positive("server_learning_rate", params.server_learning_rate)
+        if params.backdoor_target_label < 0:
+            raise ValueError(f"backdoor_target_label={params.backdoor_target_label} must be >= 0")
+        if params.trigger_size < 1:
+            raise ValueError(f"trigger_size={params.trigger_size} must be >= 1")
+        mid = params.malicious_client_id
+        if mid is not None and not 0 <= mid < federation.client_num_in_total:
+            raise ValueError(f"malicious_client_id={mid} must be between 0 and "
+                             f"client_num_in_total - 1 = {federation.client_num_in_total - 1}")
+
+    # --- who attacks ---------------------------------------------------------------------------
+
+    def _active(self, ctx: RoundContext) -> bool:
+        rounds = self.params.attack_training_rounds
+        return rounds is None or ctx.round_index in rounds
+
+    def attacker_id(self, ctx: RoundContext) -> int | None:
+        """This round's malicious client id, or None (not in an attack round / not taking part)."""
+        if not self._active(ctx) or not ctx.client_ids:
+            return None
+        mid = self.params.malicious_client_id
+        if mid is not None:
+            return mid if mid in ctx.client_ids else None
+        ids = sorted(int(c) for c in ctx.client_ids)
+        return ids[int(seeded_rng(self.params.seed, ctx.round_index).integers(len(ids)))]
+
+    def is_malicious(self, client_id: int, ctx: RoundContext) -> bool:
+        return self.attacker_id(ctx) == int(client_id)
+
+    # --- data poisoning ------------------------------------------------------------------------
+
+    def stamp_trigger(self, features: torch.Tensor) -> torch.Tensor:
+        """A copy of ``features`` (a batch of images) with the trigger on every sample."""
+        out = features.clone()
+        s, value = self.params.trigger_size, self.params.trigger_value
+        if out.dim() == 2:
+            side = math.isqrt(out.shape[1])
+            if side * side != out.shape[1]:
+                raise ValueError(f"model_replacement: flattened images must be square "
+                                 f"[N, H*W]; got {tuple(out.shape)}")
+            view = out.view(out.shape[0], side, side)
+        elif out.dim() in (3, 4):
+            view = out
+        else:
+            raise ValueError(f"model_replacement: images must be [N, C, H, W], [N, H, W] or "
+                             f"[N, H*W]; got {tuple(out.shape)}")
+        if s > view.shape[-1] or s > view.shape[-2]:
+            raise ValueError(f"trigger_size={s} is larger than the images "
+                             f"({view.shape[-2]}x{view.shape[-1]})")
+        view[..., -s:, -s:] = value
+        return out
+
+    def poison_data(self, features: torch.Tensor, labels: torch.Tensor, client_id: int,
+                    ctx: RoundContext) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_malicious(client_id, ctx):
+            return features, labels
+        report_malicious(ctx, [client_id])
+        n = features.shape[0]
+        k = int(round(self.params.poisoned_fraction * n))
+        rng = seeded_rng(self.params.seed, 1, client_id, ctx.round_index)
+        idx = torch.as_tensor(rng.choice(n, size=k, replace=False), dtype=torch.long,
+                              device=features.device)
+        new_x, new_y = features.clone(), labels.clone()
+        if k:
+            new_x[idx] = self.stamp_trigger(features[idx])
+            new_y[idx] = self.params.backdoor_target_label
+        return new_x, new_y
+
+    def backdoor_test_set(self, features: torch.Tensor, labels: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """From clean test data: the samples whose label is not the target, with the trigger,
+        all labelled ``backdoor_target_label``. Accuracy on it is the attack success rate."""
+        keep = labels != self.params.backdoor_target_label
+        x = self.stamp_trigger(features[keep])
+        y = torch.full_like(labels[keep], self.params.backdoor_target_label)
+        return x, y
+
+    # --- model poisoning -----------------------------------------------------------------------
+
+    def gamma(self, n: int) -> float:
+        if self.params.scale_factor is not None:
+            return float(self.params.scale_factor)
+        return n / self.params.server_learning_rate
+
+    def poison_model(self, models: list[ClientModel], global_model: StateDict,
+                     ctx: RoundContext) -> list[ClientModel]:
+        attacker = self.attacker_id(ctx)
+        if attacker is None:
+            return models
+        positions = [i for i, c in enumerate(ctx.client_ids) if int(c) == attacker]
+        gamma = self.gamma(len(models))
+        report_malicious(ctx, [attacker])
+        ctx.metrics["model_replacement_gamma"] = gamma
+        out = list(models)
+        for i in positions:
+            count, local = models[i]
+
+            def scale(k: str, v: torch.Tensor) -> torch.Tensor:
+                g = global_model[k].to(v)
+                return g + gamma * (v - g)
+
+            out[i] = (count, map_floats(local, scale))
+        return out
