@@ -77,29 +77,36 @@ class AggregationContext:
         """The centred Gram matrix of the clients in play (float64, n x n).
 
         Centred on ``center`` when given, else on a client in play (the first, or the medoid
-        when the first is far from the others). Clients whose row is non-finite are excluded
-        on the way; a non-finite reference client is found by one flagging pass instead.
+        when the first is far from the others). Non-finite clients are excluded on the way.
 
-        The first pass may use float32 products (the native CPU core's fast path). Its error
-        bound is then checked against the distances it produced (``gram_is_accurate``); when
-        the reference point was too far from the clients for that precision, the pass is
-        redone centred on the medoid, and in float64 if that is still not enough.
+        Every pass's error bound (``backend.gram_error``) is checked against the distances it
+        produced (``solvers.gram_is_accurate``). The first pass may use float32 products (the
+        native CPU core's fast path); when the reference point was too far from the clients for
+        the pass's precision, it is redone centred on the medoid, then in float64 if the fast
+        path was used and is still not enough.
         """
-        G = self._finite_gram(center, reference=0, fast=True)
-        error = self.backend.gram_error(self.updates.dtype, fast=True)
-        if error == 0 or solvers.gram_is_accurate(G, error):
+        dtype, d = self.updates.dtype, self.updates.dimension
+        fast_error = self.backend.gram_error(dtype, True, d)
+        exact_error = self.backend.gram_error(dtype, False, d)
+        G, fast = self._finite_gram(center, reference=0, fast=True)
+        if solvers.gram_is_accurate(G, fast_error if fast else exact_error):
             return G
         if center is None:
             reference = solvers.medoid(solvers.squared_distances(G))
-            G = self._finite_gram(None, reference, fast=True)
-            if solvers.gram_is_accurate(G, error):
+            G, fast = self._finite_gram(None, reference, fast=fast)
+            if not fast or solvers.gram_is_accurate(G, fast_error):
                 return G
-            return self._finite_gram(None, reference, fast=False)
-        return self._finite_gram(center, 0, fast=False)
+            return self._finite_gram(None, reference, fast=False)[0]
+        return G if not fast else self._finite_gram(center, 0, fast=False)[0]
 
-    def _finite_gram(self, center: UpdateSet | None, reference: int, fast: bool) -> np.ndarray:
-        """One Gram pass centred on ``center`` or on the client in play at ``reference``,
-        excluding non-finite clients."""
+    def _finite_gram(self, center: UpdateSet | None, reference: int, fast: bool):
+        """One Gram pass centred on ``center`` or on the client in play at ``reference``, over
+        the finite clients; returns (G, whether float32 products were used).
+
+        A non-finite diagonal entry is either a client with NaN/Inf, which one flagging pass
+        finds and excludes, or a huge finite update whose float32 products overflowed, for
+        which the pass is redone in float64. A float64 overflow (entries beyond 1e154) is
+        excluded like a non-finite update."""
         while True:
             self.require(self.n >= 1, "at least one finite client update; got n=0")
             ref_client = self.active[min(reference, self.n - 1)]
@@ -110,18 +117,22 @@ class AggregationContext:
             G = self.backend.gram_result(acc)
             bad = ~np.isfinite(np.diag(G))
             if not bad.any():
-                return G
-            if center is None and bad[self.active.index(ref_client)] and self._find_nonfinite():
+                return G, fast
+            in_play = list(self.active)
+            nonfinite = self._find_nonfinite()
+            overflowed = bad & ~nonfinite
+            if center is None and nonfinite[in_play.index(ref_client)]:
+                continue  # the reference itself was bad: every row is, recompute
+            if overflowed.any() and fast:
+                fast = False
                 continue
-            self._exclude(bad)
+            self._exclude(overflowed[~nonfinite])
             keep = np.flatnonzero(~bad)
-            return G[np.ix_(keep, keep)]
+            return G[np.ix_(keep, keep)], fast
 
-    def _find_nonfinite(self) -> bool:
-        """One flagging pass over every client in play (only when the reference row is bad).
-
-        Returns whether it excluded anyone: a float64 row whose squared norm overflows is
-        finite, and is then excluded through the Gram diagonal like a non-finite one."""
+    def _find_nonfinite(self) -> np.ndarray:
+        """One flagging pass over the clients in play; excludes those with NaN/Inf and returns
+        the mask of them (positions in the clients in play before the exclusion)."""
         flags = self.backend.new_flags(self.n)
         coeffs = np.zeros(self.n)
         for block in self.updates.blocks:
@@ -129,7 +140,7 @@ class AggregationContext:
             self.backend.combine(self._rows(block, self.active), coeffs, None, 0.0, out, flags)
         bad = self.backend.flags_result(flags)
         self._exclude(bad)
-        return bool(bad.any())
+        return bad
 
     def combine(self, coefficients: np.ndarray, clients: list[int] | None = None,
                 center: UpdateSet | None = None, center_coefficient: float = 0.0):

@@ -1,120 +1,153 @@
-"""Float64 reference implementations, written straight from the papers' definitions.
+"""Float64 NumPy references for fedsec's aggregators, written from the papers' definitions.
 
-They take a stacked float64 array X [n, d] and favour obviousness over speed: pairwise distances
-are computed as sums of squared differences, medians with numpy. The backends are tested against
-them (tests/, `fedsec selftest`); they are not meant for production use.
+Each takes a stacked float64 array ``X`` of shape [n, d] (the references may stack; the library
+must not) and favours being obviously equal to the paper's formula over speed. They share
+nothing with the library's implementations (nothing here imports the rest of fedsec); the tests
+and `fedsec selftest` compare every backend with them.
 """
 from __future__ import annotations
 
 import numpy as np
 
 
-def _weights(n: int, weights) -> np.ndarray:
+def _normalised(n: int, weights) -> np.ndarray:
     a = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
     return a / a.sum()
 
 
-def mean(X: np.ndarray, weights=None) -> np.ndarray:
-    """FedAvg (McMahan et al. 2017): sum_i a_i x_i with a the normalised weights."""
-    return _weights(len(X), weights) @ X
+def mean(X, weights=None):
+    """FedAvg (McMahan et al. 2017): sum_i a_i x_i, a_i = w_i / sum_j w_j (uniform by default)."""
+    return _normalised(len(X), weights) @ X
 
 
-def median(X: np.ndarray) -> np.ndarray:
-    """Coordinate-wise median (Yin et al. 2018); even n: mean of the two middle values."""
+def median(X):
+    """Coordinate-wise median (Yin et al. 2018); an even count gives the mean of the two middle
+    values (numpy's convention)."""
     return np.median(X, axis=0)
 
 
-def trimmed_mean(X: np.ndarray, beta: float) -> np.ndarray:
-    """Coordinate-wise trimmed mean (Yin et al. 2018): drop floor(beta n) at each end."""
+def trimmed_mean(X, beta):
+    """Coordinate-wise trimmed mean (Yin et al. 2018): sort each coordinate, drop the
+    k = floor(beta * n) smallest and k largest values, average the rest."""
     n = len(X)
     k = int(np.floor(beta * n))
     return np.sort(X, axis=0)[k:n - k].mean(axis=0)
 
 
-def pairwise_squared_distances(X: np.ndarray) -> np.ndarray:
+def pairwise_sq_distances(X):
+    """D[i, j] = ||x_i - x_j||^2 computed directly as ((x_i - x_j) ** 2).sum() (no Gram trick)."""
     n = len(X)
-    return np.array([[np.sum((X[i] - X[j]) ** 2) for j in range(n)] for i in range(n)])
+    D = np.zeros((n, n))
+    for i in range(n):
+        D[i] = ((X[i] - X) ** 2).sum(axis=1)
+    return D
 
 
-def _krum_scores(D: np.ndarray, f: int, neighbours: int | None = None) -> np.ndarray:
+def _krum_scores_from(D, f):
+    """Score of i: sum of the squared distances to its n - f - 2 nearest others."""
     n = len(D)
-    k = n - f - 2 if neighbours is None else neighbours
-    return np.array([np.sort(np.delete(D[i], i))[:k].sum() for i in range(n)])
+    others = [np.sort(np.delete(D[i], i)) for i in range(n)]
+    return np.array([o[:n - f - 2].sum() for o in others])
 
 
-def krum_scores(X: np.ndarray, f: int) -> np.ndarray:
-    """Blanchard et al. 2017: score(i) = sum of squared distances to the n - f - 2 closest."""
-    return _krum_scores(pairwise_squared_distances(X), f)
+def krum_scores(X, f, D=None):
+    """Krum scores (Blanchard et al. 2017, "Machine learning with adversaries"): for each i,
+    sum over the n - f - 2 updates closest to x_i (i excluded) of ||x_i - x_j||^2."""
+    return _krum_scores_from(pairwise_sq_distances(X) if D is None else D, f)
 
 
-def krum(X: np.ndarray, f: int, m: int = 1, weights=None) -> np.ndarray:
-    """Krum / multi-Krum: the (weighted) mean of the m lowest-score updates, lower index first
-    on ties."""
-    chosen = np.sort(np.argsort(krum_scores(X, f), kind="stable")[:m])
+def krum_selection(X, f, m=1, D=None):
+    """The m lowest Krum scores, ties broken by the lower index (stable argsort), ascending."""
+    return sorted(np.argsort(krum_scores(X, f, D), kind="stable")[:m].tolist())
+
+
+def krum(X, f, m=1, weights=None, D=None):
+    """Krum (m=1) and multi-Krum (Blanchard et al. 2017): the (weighted) mean of the m updates
+    with the lowest Krum scores."""
+    chosen = krum_selection(X, f, m, D)
     w = None if weights is None else np.asarray(weights, dtype=np.float64)[chosen]
     return mean(X[chosen], w)
 
 
-def geometric_median(X: np.ndarray, weights=None, nu: float = 1e-6, max_iter: int = 100,
-                     tol: float = 1e-6) -> np.ndarray:
-    """Smoothed Weiszfeld (Pillutla et al., RFA): from the weighted mean, z <- sum_i b_i x_i with
-    b_i proportional to a_i / max(nu, ||z - x_i||), until the objective sum_i a_i ||z - x_i||
-    changes by at most tol * objective, or max_iter times."""
-    a = _weights(len(X), weights)
-    z = a @ X
+def geometric_median(X, weights=None, nu=1e-6, max_iter=100, tol=1e-6, return_details=False):
+    """Smoothed Weiszfeld (Pillutla et al., "Robust aggregation for federated learning", RFA):
+    argmin_z sum_i a_i ||z - x_i||. From the weighted mean, z <- sum_i b_i x_i with
+    b_i proportional to a_i / max(nu, ||z - x_i||); stops when the objective changes by at most
+    tol * (new objective), or after max_iter iterations.
+
+    With return_details: (z, b, iterations), b the coefficients of the returned z."""
+    a = _normalised(len(X), weights)
+    b = a.copy()
+    z = b @ X
     objective = a @ np.linalg.norm(X - z, axis=1)
-    for _ in range(max_iter):
-        b = a / np.maximum(nu, np.linalg.norm(X - z, axis=1))
-        z = (b / b.sum()) @ X
+    iterations = 0
+    for iterations in range(1, max_iter + 1):
+        dist = np.linalg.norm(X - z, axis=1)
+        b = a / np.maximum(nu, dist)
+        b = b / b.sum()
+        z = b @ X
         new_objective = a @ np.linalg.norm(X - z, axis=1)
         if abs(objective - new_objective) <= tol * new_objective:
             break
         objective = new_objective
-    return z
+    return (z, b, iterations) if return_details else z
 
 
-def bulyan(X: np.ndarray, f: int) -> np.ndarray:
-    """Bulyan (El Mhamdi et al. 2018): theta = n - 2f updates chosen by Krum on the remaining set
-    one at a time, then per coordinate the mean of the beta = theta - 2f chosen values closest to
-    their median (dropping, on a tie, the larger value)."""
-    n = len(X)
-    D = pairwise_squared_distances(X)
-    remaining, chosen = list(range(n)), []
-    while len(chosen) < n - 2 * f:
-        if len(remaining) == 1:
-            chosen.append(remaining.pop())
-            continue
+def geometric_median_objective(X, z, weights=None):
+    """sum_i a_i ||z - x_i||."""
+    return _normalised(len(X), weights) @ np.linalg.norm(X - z, axis=1)
+
+
+def bulyan_selection(X, f, D=None):
+    """Bulyan's first stage (El Mhamdi et al. 2018, "The hidden vulnerability of distributed
+    learning in Byzantium"): theta = n - 2f updates chosen by Krum repeatedly, each time on the
+    remaining set R with min(max(|R| - f - 2, 1), |R| - 1) neighbours (docs/api.md), lowest index
+    on ties. Returns the chosen indices ascending."""
+    D = pairwise_sq_distances(X) if D is None else D
+    remaining = list(range(len(X)))
+    chosen = []
+    for _ in range(len(X) - 2 * f):
         k = min(max(len(remaining) - f - 2, 1), len(remaining) - 1)
-        scores = _krum_scores(D[np.ix_(remaining, remaining)], f, neighbours=k)
+        sub = D[np.ix_(remaining, remaining)]
+        scores = [np.sort(np.delete(sub[i], i))[:k].sum() for i in range(len(remaining))]
         chosen.append(remaining.pop(int(np.argsort(scores, kind="stable")[0])))
-    S = np.sort(X[sorted(chosen)], axis=0)
-    theta, beta = len(chosen), len(chosen) - 2 * f
-    out = np.empty(X.shape[1])
-    for c in range(X.shape[1]):
-        s = S[:, c]
-        med = np.median(s)
-        lo, hi = 0, theta - 1
-        for _ in range(theta - beta):  # drop the end farther from the median, the upper on ties
-            if med - s[lo] > s[hi] - med:
-                lo += 1
-            else:
-                hi -= 1
-        out[c] = s[lo:hi + 1].mean()
-    return out
+    return sorted(chosen)
 
 
-def centered_clip(X: np.ndarray, tau: float, iters: int = 1, center=None) -> np.ndarray:
-    """Centred clipping (Karimireddy et al. 2021): v <- v + (1/n) sum_i (x_i - v) min(1, tau /
-    ||x_i - v||), iters times, from center or else from the medoid (smallest sum of distances)."""
-    if center is None:
-        distances = np.sqrt(pairwise_squared_distances(X))
-        v = X[int(np.argmin(distances.sum(axis=1)))].copy()
-    else:
-        v = np.asarray(center, dtype=np.float64).copy()
+def closest_to_median_mean(S, beta):
+    """Per coordinate of S [theta, d]: the mean of the beta values closest to the coordinate's
+    median; on a distance tie the larger value is dropped (kept first: smaller distance, then
+    smaller value)."""
+    med = np.median(S, axis=0)
+    order = np.lexsort((S, np.abs(S - med)), axis=0)  # primary key: distance; then the value
+    kept = np.take_along_axis(S, order[:beta], axis=0)
+    return kept.mean(axis=0)
+
+
+def bulyan(X, f, D=None):
+    """Bulyan (El Mhamdi et al. 2018): select theta = n - 2f updates by repeated Krum, then per
+    coordinate average the beta = theta - 2f selected values closest to their median."""
+    S = X[bulyan_selection(X, f, D)]
+    return closest_to_median_mean(S, len(S) - 2 * f)
+
+
+def medoid(X, D=None):
+    """The update with the smallest sum of (non-squared) distances to the others, lowest index
+    on ties."""
+    D = pairwise_sq_distances(X) if D is None else D
+    return int(np.argmin(np.sqrt(D).sum(axis=1)))
+
+
+def centered_clip(X, tau, iters=1, center=None, D=None):
+    """Centred clipping (Karimireddy et al. 2021, "Learning from history for Byzantine robust
+    optimization"): v <- v + (1/n) sum_i (x_i - v) min(1, tau / ||x_i - v||), iters times, from
+    ``center`` or the medoid update."""
+    n = len(X)
+    v = X[medoid(X, D)].copy() if center is None else np.asarray(center, dtype=np.float64).copy()
     for _ in range(iters):
         diff = X - v
-        norms = np.linalg.norm(diff, axis=1)
+        dist = np.linalg.norm(diff, axis=1)
         with np.errstate(divide="ignore"):
-            clip = np.minimum(1.0, tau / norms)
-        v = v + (diff * clip[:, None]).mean(axis=0)
+            scale = np.minimum(1.0, tau / dist)  # dist 0: tau / 0 = inf, scale 1
+        v = v + (diff * scale[:, None]).sum(axis=0) / n
     return v

@@ -137,7 +137,7 @@ def _from_stacked(x: Any, what: str) -> UpdateSet:
     shape = tuple(int(s) for s in x.shape[1:])
     if int(np.prod(shape, dtype=np.int64)) == 0:
         raise ValueError(f"{what} has no coordinates (shape {tuple(x.shape)})")
-    rows = [x[i] for i in range(x.shape[0])]
+    rows = [x[i, ...] for i in range(x.shape[0])]  # views, also when each row is 0-d
     return UpdateSet(int(x.shape[0]), "stacked", _library(x), x.dtype, _device(x),
                      [Block(None, rows, shape)], {}, [])
 

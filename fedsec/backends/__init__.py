@@ -3,7 +3,7 @@ written once on top of them.
 
 - ``gram(rows, ref, acc, fast)``: acc += (X - r)(X - r)^T into float64 (r = ref, or none when
   None); ``fast`` allows float32 products, whose entries are then within
-  ``gram_error(dtype, fast) * ||x_i - r|| ||x_j - r||`` (0 when the pass is float64).
+  ``gram_error(dtype, fast, d) * ||x_i - r|| ||x_j - r||``.
 - ``combine(rows, coeffs, ref, ref_coeff, out, flags)``: out = ref_coeff * r + sum_k c_k x_k.
 - ``select(rows, op, k, out, flags)``: per coordinate, sort and reduce (``SelectOp``).
 

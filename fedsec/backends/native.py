@@ -73,11 +73,12 @@ class NativeBackend:
     def flags_result(self, flags) -> np.ndarray:
         return (flags.cpu().numpy() if self.cuda else flags).astype(bool)
 
-    def gram_error(self, dtype, fast: bool) -> float:
-        """Relative error bound of the Gram entries a pass with ``fast`` gives (0: float64)."""
+    def gram_error(self, dtype, fast: bool, d: int) -> float:
+        """Bound e of a pass's Gram entries: |error of G_ij| <= e ||x_i - r|| ||x_j - r||."""
+        exact = exact_gram_error(d)
         if self.cuda or not fast or _DTYPE_CODES[dtype] == 1:
-            return 0.0
-        return _core.gram_fast_error()
+            return exact
+        return _core.gram_fast_error() + exact
 
     def gram(self, rows, ref, acc, fast: bool) -> None:
         self._launch(_core.gram, [_address(r) for r in rows], _address(ref) if ref is not None else 0,
@@ -91,6 +92,12 @@ class NativeBackend:
     def select(self, rows, op, k, out, flags) -> None:
         self._launch(_core.coordinate_select, [_address(r) for r in rows], _numel(rows[0]),
                      _dtype_code(rows[0]), int(op), int(k), _address(out), _address(flags))
+
+
+def exact_gram_error(d: int) -> float:
+    """A float64 sum of d products in any order is within (d + 1) * 2^-53 of exact, relative to
+    the sum of the products' magnitudes (<= ||y_i|| ||y_j|| by Cauchy-Schwarz)."""
+    return (d + 1) * 2.0**-53
 
 
 def _numel(x) -> int:

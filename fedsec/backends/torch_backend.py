@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from . import SelectOp
+from .native import exact_gram_error
 
 _CHUNK_ELEMENTS = 1 << 22
 
@@ -49,8 +50,8 @@ class TorchBackend:
     def flags_result(self, flags: torch.Tensor) -> np.ndarray:
         return flags.cpu().numpy()
 
-    def gram_error(self, dtype, fast: bool) -> float:
-        return 0.0  # always float64
+    def gram_error(self, dtype, fast: bool, d: int) -> float:
+        return exact_gram_error(d)  # always float64
 
     def gram(self, rows, ref, acc: torch.Tensor, fast: bool) -> None:
         flat = [_flat(r) for r in rows]
