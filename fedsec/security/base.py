@@ -47,7 +47,8 @@ class Federation:
 @dataclass
 class RoundContext:
     """One round as the components see it. ``client_ids[i]`` is the client whose model is
-    W_l[i]; ``metrics`` collects what components report (e.g. excluded clients) for the round's
+    W_l[i] (a before-aggregation defense that drops models drops their ids too: see
+    ``keep_models``); ``metrics`` collects what components report (e.g. excluded clients) for the round's
     log; ``rng`` is seeded from the experiment's seed and the round, so choices are reproducible.
 
     The simulation also passes what a reconstruction attack needs and what evaluates it:
@@ -64,6 +65,31 @@ class RoundContext:
     model_factory: Callable[[], torch.nn.Module] | None = None
     client_learning_rate: float | None = None
     client_batches: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+def doc(default: Any, text: str, *, factory: Callable[[], Any] | None = None) -> Any:
+    """A ``Params`` field with ``default`` (or ``factory``) documented by ``text`` (shown by
+    `fedsec list`)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"doc": text})
+    return field(default=default, metadata={"doc": text})
+
+
+def is_float(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.is_floating_point()
+
+
+def client_id(ctx: "RoundContext", position: int) -> int:
+    """The id of the client whose model is at ``position`` of the round's list."""
+    return int(ctx.client_ids[position]) if position < len(ctx.client_ids) else int(position)
+
+
+def keep_models(models: list[ClientModel], positions: list[int],
+                ctx: "RoundContext") -> list[ClientModel]:
+    """The models at ``positions``; ``ctx.client_ids`` is cut to match, keeping the contract
+    that ``client_ids[i]`` names the owner of ``models[i]``."""
+    ctx.client_ids = [client_id(ctx, i) for i in positions]
+    return [models[i] for i in positions]
 
 
 @dataclass

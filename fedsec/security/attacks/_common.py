@@ -19,19 +19,13 @@ import numpy as np
 import torch
 
 from ..base import ClientModel, RoundContext, StateDict
+from ..base import client_id, doc, is_float  # noqa: F401  (re-exported)
 
 MALICIOUS_KEY = "malicious_clients"
 
 
-def doc(default: Any, text: str, *, factory: Callable[[], Any] | None = None) -> Any:
-    """A dataclass field with ``default`` (or ``factory``) documented by ``text``."""
-    if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata={"doc": text})
-    return dataclasses.field(default=default, metadata={"doc": text})
 
 
-def is_float(value: Any) -> bool:
-    return isinstance(value, torch.Tensor) and value.is_floating_point()
 
 
 def map_floats(state: StateDict, fn: Callable[[str, torch.Tensor], torch.Tensor]) -> StateDict:
@@ -51,8 +45,6 @@ def choose_malicious(ctx: RoundContext, n: int, count: int, what: str = "byzanti
     return sorted(int(i) for i in ctx.rng.choice(n, size=count, replace=False))
 
 
-def client_id(ctx: RoundContext, position: int) -> int:
-    return int(ctx.client_ids[position]) if position < len(ctx.client_ids) else int(position)
 
 
 def report_malicious(ctx: RoundContext, client_ids: Iterable[int]) -> None:

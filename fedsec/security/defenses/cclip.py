@@ -1,0 +1,44 @@
+"""Centred clipping (FedML's ``cclip``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import fedsec
+
+from ..base import ClientModel, Defense, Federation, RoundContext, Stage, StateDict
+from ..registry import register_defense
+from ._common import check_positive, doc, report_aggregation, states
+
+
+@register_defense("cclip", "centered_clipping", "centred_clipping")
+class CClipDefense(Defense):
+    """Centred clipping (Karimireddy, He, Jaggi, ICML 2021, "Learning from history for
+    Byzantine robust optimization").
+
+    From v = w_g (the last global model), ``iters`` times:
+
+        v <- v + (1/n) sum_i (w_i - v) min(1, tau / ||w_i - v||)
+
+    (``fedsec.centered_clip(models, tau, iters, center=w_g)``). Every client is used with
+    weight 1/n; a far client moves v by at most tau / n.
+    """
+
+    stages = frozenset({Stage.ON_AGGREGATION})
+
+    @dataclass
+    class Params:
+        tau: float = doc(10.0, "clipping radius around the current centre; > 0")
+        iters: int = doc(1, "clipping iterations (the paper uses 1 with momentum); >= 1")
+
+    @classmethod
+    def validate(cls, params: "CClipDefense.Params", federation: Federation) -> None:
+        check_positive("tau", params.tau)
+        if params.iters < 1:
+            raise ValueError(f"iters={params.iters} must be >= 1")
+
+    def defend_on_aggregation(self, models: list[ClientModel], global_model: StateDict,
+                              ctx: RoundContext) -> StateDict:
+        value, info = fedsec.centered_clip(states(models), self.params.tau, self.params.iters,
+                                           center=global_model, return_info=True)
+        report_aggregation(ctx, info, len(models), "cclip")
+        return value

@@ -1,0 +1,55 @@
+"""CRFL: certifiably robust FL by clipping and smoothing the global model (FedML's ``crfl``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..base import Defense, Federation, RoundContext, Stage, StateDict
+from ..registry import register_defense
+from ._common import (add_gaussian_noise, check_nonnegative, check_positive, doc, map_weights,
+                      state_norm)
+
+
+@register_defense("crfl")
+class CRFLDefense(Defense):
+    """CRFL (Xie, Chen, Chen, Li, ICML 2021, "CRFL: Certifiably robust federated learning
+    against backdoor attacks").
+
+    After aggregation, the global model is clipped in parameter norm and perturbed (parameter
+    smoothing):
+
+        w_g <- w_g / max(1, ||w_g||_2 / clip_threshold)
+        w_g <- w_g + N(0, sigma^2 I)      (every round but the last, as the paper's Algorithm 1)
+
+    The norm is over the weight parameters (BatchNorm running statistics and integer entries are
+    untouched). sigma = 0 switches the noise off. The last round is ``comm_round - 1`` when
+    ``comm_round`` is given; without it every round is perturbed. Noise from ``ctx.rng``.
+    Reports ``ctx.metrics["global_norm"]`` (before clipping).
+    """
+
+    stages = frozenset({Stage.AFTER_AGGREGATION})
+
+    @dataclass
+    class Params:
+        clip_threshold: float = doc(15.0, "largest L2 norm of the global model; > 0")
+        sigma: float = doc(0.01, "standard deviation of the smoothing noise; >= 0 (0: none)")
+        comm_round: int | None = doc(None, "rounds of the experiment: the last one is not "
+                                           "perturbed; null: every round is")
+
+    @classmethod
+    def validate(cls, params: "CRFLDefense.Params", federation: Federation) -> None:
+        check_positive("clip_threshold", params.clip_threshold)
+        check_nonnegative("sigma", params.sigma)
+        if params.comm_round is not None and params.comm_round < 1:
+            raise ValueError(f"comm_round={params.comm_round} must be >= 1 or null")
+
+    def defend_after_aggregation(self, global_model: StateDict, ctx: RoundContext) -> StateDict:
+        norm = state_norm(global_model)
+        ctx.metrics["global_norm"] = norm
+        scale = 1.0 / max(1.0, norm / self.params.clip_threshold)
+        clipped = map_weights(global_model, lambda k, v: v * scale) if scale < 1 else \
+            dict(global_model)
+        last = (self.params.comm_round is not None
+                and ctx.round_index >= self.params.comm_round - 1)
+        if last:
+            return clipped
+        return add_gaussian_noise(clipped, self.params.sigma, ctx)

@@ -1,0 +1,101 @@
+"""Geometric-median aggregation: median of means (``geo_median``) and RFA (``rfa``)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import fedsec
+
+from ..base import ClientModel, Defense, Federation, RoundContext, Stage, StateDict
+from ..registry import register_defense
+from ._common import (check_int_range, check_nonnegative, check_positive, client_id, counts, doc,
+                      report_aggregation, report_excluded, states)
+
+
+@register_defense("geo_median", "geometric_median")
+class GeoMedianDefense(Defense):
+    """Geometric median of means (Chen, Su, Xu 2017, "Distributed statistical machine learning
+    in adversarial settings: Byzantine gradient descent").
+
+    The round's n clients are split, in their order, into k = ``batch_num`` groups of
+    ceil(n / k) consecutive clients (the last may be smaller); each group is averaged (weighted
+    by sample counts, ``fedsec.mean``), and the new global model is the geometric median of the
+    k group means, argmin_z sum_j ||z - mean_j|| (``fedsec.geometric_median``, equal weights as
+    in the paper). k = n is the plain geometric median. Reports
+    ``ctx.metrics["groups"]`` (lists of client ids).
+    """
+
+    stages = frozenset({Stage.ON_AGGREGATION})
+
+    @dataclass
+    class Params:
+        batch_num: int = doc(1, "number of groups k; 1 <= k <= client_num_per_round")
+        nu: float = doc(1e-6, "smoothing of the Weiszfeld iterations; > 0")
+        max_iter: int = doc(100, "largest number of Weiszfeld iterations; >= 1")
+        tol: float = doc(1e-6, "relative change of the objective that stops the iterations; >= 0")
+
+    @classmethod
+    def validate(cls, params: "GeoMedianDefense.Params", federation: Federation) -> None:
+        check_int_range("batch_num", params.batch_num, 1, federation.client_num_per_round,
+                        "client_num_per_round")
+        _check_weiszfeld(params)
+
+    def defend_on_aggregation(self, models: list[ClientModel], global_model: StateDict,
+                              ctx: RoundContext) -> StateDict:
+        n = len(models)
+        k = min(self.params.batch_num, n)
+        size = math.ceil(n / k)
+        groups = [list(range(s, min(s + size, n))) for s in range(0, n, size)]
+        means = []
+        for g in groups:
+            value, info = fedsec.mean([models[i][1] for i in g],
+                                      weights=[float(models[i][0]) for i in g], return_info=True)
+            for j, reason in info.excluded.items():
+                report_excluded(ctx, [g[j]], reason)
+            means.append(value)
+        ctx.metrics["groups"] = [[client_id(ctx, i) for i in g] for g in groups]
+        return fedsec.geometric_median(means, nu=self.params.nu, max_iter=self.params.max_iter,
+                                       tol=self.params.tol)
+
+
+@register_defense("rfa", "robust_federated_aggregation")
+class RFADefense(Defense):
+    """Robust federated aggregation (Pillutla, Kakade, Harchaoui 2022, "Robust aggregation for
+    federated learning").
+
+    w_g <- argmin_z sum_i a_i ||z - w_i||, a_i = n_i / sum_j n_j (sample counts), by smoothed
+    Weiszfeld iterations z <- sum_i b_i w_i with b_i proportional to a_i / max(nu, ||z - w_i||)
+    (``fedsec.geometric_median``). Reports ``ctx.metrics["client_weights"]`` (the final b_i)
+    and ``ctx.metrics["weiszfeld_iterations"]``.
+    """
+
+    stages = frozenset({Stage.ON_AGGREGATION})
+
+    @dataclass
+    class Params:
+        nu: float = doc(1e-6, "smoothing of the Weiszfeld iterations; > 0")
+        max_iter: int = doc(100, "largest number of Weiszfeld iterations; >= 1")
+        tol: float = doc(1e-6, "relative change of the objective that stops the iterations; >= 0")
+
+    @classmethod
+    def validate(cls, params: "RFADefense.Params", federation: Federation) -> None:
+        _check_weiszfeld(params)
+
+    def defend_on_aggregation(self, models: list[ClientModel], global_model: StateDict,
+                              ctx: RoundContext) -> StateDict:
+        value, info = fedsec.geometric_median(states(models), weights=counts(models),
+                                              nu=self.params.nu, max_iter=self.params.max_iter,
+                                              tol=self.params.tol, return_info=True)
+        report_aggregation(ctx, info, len(models), "rfa")
+        if info.coefficients is not None:
+            ctx.metrics["client_weights"] = {client_id(ctx, i): float(c)
+                                             for i, c in enumerate(info.coefficients)}
+        ctx.metrics["weiszfeld_iterations"] = info.iterations
+        return value
+
+
+def _check_weiszfeld(params) -> None:
+    check_positive("nu", params.nu)
+    if params.max_iter < 1:
+        raise ValueError(f"max_iter={params.max_iter} must be >= 1")
+    check_nonnegative("tol", params.tol)

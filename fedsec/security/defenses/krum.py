@@ -1,0 +1,49 @@
+"""Krum and multi-Krum as a client filter (FedML's ``krum``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import fedsec
+
+from ..base import keep_models, ClientModel, Defense, Federation, RoundContext, Stage, StateDict
+from ..registry import register_defense
+from ._common import (check_byzantine, check_int_range, client_id, counts, doc,
+                      report_aggregation, states)
+
+
+@register_defense("krum", "multikrum", "multi_krum")
+class KrumDefense(Defense):
+    """Krum / multi-Krum (Blanchard, El Mhamdi, Guerraoui, Stainer, NeurIPS 2017).
+
+    score(i) = sum of ||x_i - x_j||^2 over the n - f - 2 nearest other updates j (f =
+    ``byzantine_client_num``); the ``krum_param_m`` models with the lowest scores are kept
+    (m = 1 is Krum, m > 1 multi-Krum; ties to the lower position), and the FL optimizer's own
+    aggregation averages them. Requires n > 2f + 2 and 1 <= m <= n. Selection through
+    ``fedsec.krum(..., return_info=True)``. Reports the others in
+    ``ctx.metrics["excluded_clients"]`` and ``ctx.metrics["krum_scores"]`` ({id: score}).
+    """
+
+    stages = frozenset({Stage.BEFORE_AGGREGATION})
+
+    @dataclass
+    class Params:
+        byzantine_client_num: int = doc(1, "f, the Byzantine clients tolerated; "
+                                           "client_num_per_round > 2f + 2")
+        krum_param_m: int = doc(1, "models kept (1 = Krum); 1 <= m <= client_num_per_round")
+
+    @classmethod
+    def validate(cls, params: "KrumDefense.Params", federation: Federation) -> None:
+        check_byzantine("byzantine_client_num", params.byzantine_client_num, federation,
+                        "Krum needs client_num_per_round > 2f + 2", lambda n, f: n > 2 * f + 2)
+        check_int_range("krum_param_m", params.krum_param_m, 1, federation.client_num_per_round,
+                        "client_num_per_round")
+
+    def defend_before_aggregation(self, models: list[ClientModel], global_model: StateDict,
+                                  ctx: RoundContext) -> list[ClientModel]:
+        _, info = fedsec.krum(states(models), self.params.byzantine_client_num,
+                              m=min(self.params.krum_param_m, len(models)),
+                              weights=counts(models), return_info=True)
+        ctx.metrics["krum_scores"] = {client_id(ctx, i): float(s)
+                                      for i, s in enumerate(info.scores)}
+        report_aggregation(ctx, info, len(models), "krum")
+        return keep_models(models, list(info.used), ctx)
