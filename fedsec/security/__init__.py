@@ -1,10 +1,10 @@
 """The security layer: attacks and defenses injected into FL aggregation (FedMLSecurity)."""
 from .base import (Attack, ClientModel, Component, Defense, Federation, RoundContext, Stage,
-                   StateDict)
+                   StateDict, doc)
 from .config import build_attack, build_defense
 from .pipeline import Attacker, Defender, aggregate_round
 from .registry import register_attack, register_defense, resolve
 
 __all__ = ["Attack", "Defense", "Component", "Stage", "Federation", "RoundContext", "ClientModel",
-           "StateDict", "Attacker", "Defender", "aggregate_round", "build_attack",
+           "StateDict", "doc", "Attacker", "Defender", "aggregate_round", "build_attack",
            "build_defense", "register_attack", "register_defense", "resolve"]
