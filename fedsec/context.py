@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from . import solvers
 from .backends import pick_backend
@@ -188,11 +187,13 @@ class AggregationContext:
                                excluded=dict(sorted(self.excluded.items())), backend=self.backend.name, **fields)
 
     def center(self, value: Any) -> UpdateSet:
-        """``value`` (one update in the updates' form) as a one-client set, checked finite."""
+        """``value`` (one update in the updates' form) as a one-client set, checked finite by
+        the backend's own flagging pass (no torch op: it would wake torch's thread pool)."""
         center = self.updates.like(value, "center")
+        flags = self.backend.new_flags(1)
         for block in center.blocks:
-            row = block.rows[0]
-            finite = torch.isfinite(row).all() if isinstance(row, torch.Tensor) else np.isfinite(row).all()
-            if not bool(finite):
-                raise ValueError(f"{self.rule}: center holds non-finite values (NaN or Inf)")
+            self.backend.combine(block.rows, np.zeros(1), None, 0.0,
+                                 self.updates.new_output(block), flags)
+        if self.backend.flags_result(flags)[0]:
+            raise ValueError(f"{self.rule}: center holds non-finite values (NaN or Inf)")
         return center
