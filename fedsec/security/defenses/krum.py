@@ -1,14 +1,17 @@
 """Krum and multi-Krum as a client filter (FedML's ``krum``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import numpy as np
 
 import fedsec
+from fedsec.solvers import lowest
 
 from ..base import keep_models, ClientModel, Defense, Federation, RoundContext, Stage, StateDict
 from ..registry import register_defense
-from ._common import (check_byzantine, check_int_range, client_id, counts, doc,
-                      report_aggregation, states)
+from ._common import (check_byzantine, check_int_range, client_id, doc, report_aggregation,
+                      states)
 
 
 @register_defense("krum", "multikrum", "multi_krum")
@@ -17,9 +20,10 @@ class KrumDefense(Defense):
 
     score(i) = sum of ||x_i - x_j||^2 over the n - f - 2 nearest other updates j (f =
     ``byzantine_client_num``); the ``krum_param_m`` models with the lowest scores are kept
-    (m = 1 is Krum, m > 1 multi-Krum; ties to the lower position), and the FL optimizer's own
-    aggregation averages them. Requires n > 2f + 2 and 1 <= m <= n. Selection through
-    ``fedsec.krum(..., return_info=True)``. Reports the others in
+    (m = 1 is Krum, m > 1 multi-Krum; ties to the lower position; at most the finite ones), and
+    the FL optimizer's own aggregation averages them. Requires n > 2f + 2 and 1 <= m <= n.
+    Scores from ``fedsec.krum_scores`` (one Gram pass; no average is formed here, the
+    aggregation does that once). Reports the others in
     ``ctx.metrics["excluded_clients"]`` and ``ctx.metrics["krum_scores"]`` ({id: score}).
     """
 
@@ -40,10 +44,10 @@ class KrumDefense(Defense):
 
     def defend_before_aggregation(self, models: list[ClientModel], global_model: StateDict,
                                   ctx: RoundContext) -> list[ClientModel]:
-        _, info = fedsec.krum(states(models), self.params.byzantine_client_num,
-                              m=min(self.params.krum_param_m, len(models)),
-                              weights=counts(models), return_info=True)
-        ctx.metrics["krum_scores"] = {client_id(ctx, i): float(s)
-                                      for i, s in enumerate(info.scores)}
-        report_aggregation(ctx, info, len(models), "krum")
-        return keep_models(models, list(info.used), ctx)
+        scores, info = fedsec.krum_scores(states(models), self.params.byzantine_client_num,
+                                          return_info=True)
+        m = min(self.params.krum_param_m, int(np.isfinite(scores).sum()))
+        kept = sorted(int(i) for i in lowest(scores, m))
+        ctx.metrics["krum_scores"] = {client_id(ctx, i): float(s) for i, s in enumerate(scores)}
+        report_aggregation(ctx, replace(info, used=tuple(kept)), len(models), "krum")
+        return keep_models(models, kept, ctx)
