@@ -87,3 +87,20 @@ def check_fraction(key: str, value: float, *, open_low: bool = False) -> None:
     if not (low_ok and value <= 1):
         allowed = "in (0, 1]" if open_low else "in [0, 1]"
         raise ValueError(f"{key}={value!r} must be {allowed}")
+
+
+def replace_malicious(models: list[ClientModel], bad: list[int],
+                      poisoned: Callable[[str, torch.Tensor], torch.Tensor]) -> list[ClientModel]:
+    """``models`` with every client at a position in ``bad`` sending the same crafted model:
+    ``poisoned(key, value)`` is computed once per key and each such client gets its own copy."""
+    cache: dict[str, torch.Tensor] = {}
+
+    def copy_of(key: str, value: torch.Tensor) -> torch.Tensor:
+        if key not in cache:
+            cache[key] = poisoned(key, value)
+        return cache[key].clone()
+
+    out = list(models)
+    for i in bad:
+        out[i] = (models[i][0], map_floats(models[i][1], copy_of))
+    return out

@@ -6,12 +6,11 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-import torch
 
 from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
 from ..registry import register_attack
-from ._common import (benign_stats, check_count, choose_malicious, client_id, doc, map_floats,
-                      report_malicious)
+from ._common import (benign_stats, check_count, choose_malicious, client_id, doc,
+                      replace_malicious, report_malicious)
 
 
 def alie_z_max(n: int, m: int) -> float:
@@ -79,15 +78,4 @@ class AlieAttack(Attack):
             mu, sigma = benign_stats(models, benign, k)
             return (mu - z * sigma).to(dtype=v.dtype, device=v.device)
 
-        cache: dict[str, torch.Tensor] = {}
-
-        def poisoned(k: str, v: torch.Tensor) -> torch.Tensor:
-            if k not in cache:
-                cache[k] = shifted(k, v)
-                return cache[k]
-            return cache[k].clone()
-
-        out = list(models)
-        for i in bad:
-            out[i] = (models[i][0], map_floats(models[i][1], poisoned))
-        return out
+        return replace_malicious(models, bad, shifted)

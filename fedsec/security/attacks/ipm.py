@@ -8,8 +8,8 @@ import torch
 
 from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
 from ..registry import register_attack
-from ._common import (check_count, check_positive, choose_malicious, client_id, doc, map_floats,
-                      report_malicious)
+from ._common import (check_count, check_positive, choose_malicious, client_id, doc,
+                      replace_malicious, report_malicious)
 
 
 @register_attack("ipm", "inner_product_manipulation")
@@ -58,15 +58,4 @@ class IpmAttack(Attack):
                                        for i in benign]).mean(0)
             return (g - eps * mean_update).to(dtype=v.dtype, device=v.device)
 
-        cache: dict[str, torch.Tensor] = {}
-
-        def poisoned(k: str, v: torch.Tensor) -> torch.Tensor:
-            if k not in cache:
-                cache[k] = negated(k, v)
-                return cache[k]
-            return cache[k].clone()
-
-        out = list(models)
-        for i in bad:
-            out[i] = (models[i][0], map_floats(models[i][1], poisoned))
-        return out
+        return replace_malicious(models, bad, negated)
