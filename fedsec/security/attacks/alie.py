@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-
 from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
 from ..registry import register_attack
 from ._common import (benign_stats, check_count, choose_malicious, client_id, doc,
