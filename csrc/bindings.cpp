@@ -134,6 +134,15 @@ PYBIND11_MODULE(_core, m) {
         "Per coordinate, sort the n values and reduce them (median, trimmed mean, closest-median).");
   m.def("sorting_network", &fedsec::sorting_network, py::arg("n"), py::arg("first"),
         py::arg("last"), "Comparators of the pruned sorting network (for tests).");
+  m.def(
+      "select_network",
+      [](int64_t n, int op, int64_t k) {
+        if (n < 1 || op < 0 || op > 2)
+          throw py::value_error("select_network needs n >= 1 and op in 0..2");
+        return fedsec::select_network(n, static_cast<SelectOp>(op), k);
+      },
+      py::arg("n"), py::arg("op"), py::arg("k"),
+      "Comparators coordinate_select runs for op (for tests).");
   m.def("cpu_isa", &fedsec::cpu::isa);
   m.def("num_threads", &fedsec::cpu::num_threads);
   m.def("set_num_threads", &fedsec::cpu::set_num_threads, py::arg("threads"));

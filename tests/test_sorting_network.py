@@ -49,3 +49,22 @@ def test_pruning_removes_comparators_for_a_median():
 def test_bad_ranges_are_rejected(first, last):
     with pytest.raises(ValueError):
         _core.sorting_network(5, first, last)
+
+
+@pytest.mark.parametrize("n,k", [(3, 1), (7, 2), (10, 1), (12, 5), (13, 0)])
+def test_trimmed_mean_network_keeps_the_middle(n, k):
+    """The middle positions must hold exactly the kept values, in any order (the network is the
+    smaller of two valid prunings: the k smallest and largest in place, or the middle sorted)."""
+    inputs = _binary_inputs(n)
+    net = _core.select_network(n, 1, k)
+    got, want = _apply(net, inputs), np.sort(inputs, axis=1)
+    assert np.array_equal(np.sort(got[:, k:n - k], axis=1), want[:, k:n - k])
+    assert len(net) <= len(_core.sorting_network(n, k, n - k)) if k else net == []
+    if k == 1 and n >= 10:  # few ends to place: clearly fewer comparators than sorting
+        assert len(net) < len(_core.sorting_network(n, k, n - k))
+
+
+def test_median_network_sorts_the_middle():
+    inputs = _binary_inputs(11)
+    got = _apply(_core.select_network(11, 0, 0), inputs)
+    assert np.array_equal(got[:, 5], np.sort(inputs, axis=1)[:, 5])

@@ -114,8 +114,7 @@ void combine(const void* const* rows, const double* coeffs, int64_t n, const voi
 void coordinate_select(const void* const* rows, int64_t n, int64_t d, DType dt, SelectOp op,
                        int64_t k, void* out, uint8_t* nonfinite) {
   const auto& kern = best_kernels();
-  const auto [first, last] = needed_positions(n, op, k);
-  const auto net = sorting_network(n, first, last);
+  const auto net = select_network(n, op, k);
   const Comparators cmp{net.data(), static_cast<int64_t>(net.size())};
   parallel_flagged(n, d, nonfinite, [&](int64_t b, int64_t e, uint8_t* flags) {
     kern.coordinate_select(rows, n, b, e, dt, op, k, cmp, out, flags);

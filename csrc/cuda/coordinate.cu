@@ -5,7 +5,7 @@
 // - Columns (n values of a thread fit shared memory for a warp's worth of threads): a thread per
 //   coordinate (the lanes of a warp on consecutive coordinates, so every row read is coalesced)
 //   keeps its n values as a column of shared memory, [i * blockDim + thread], and runs the same
-//   pruned sorting network as the CPU backend (fedsec::sorting_network), whose comparators every
+//   pruned sorting network as the CPU backend (fedsec::select_network), whose comparators every
 //   thread reads in the same order (uniform loads); a warp's compare-exchanges then touch
 //   consecutive words, without bank conflicts. Network and arithmetic are the CPU backend's.
 // - Block (more values): a block per coordinate sorts them with a bitonic sort, in shared memory
@@ -150,9 +150,8 @@ void select_typed(const T* const* rows, int64_t n, int64_t d, SelectOp op, int64
       static_cast<int64_t>((detail::kMaxSharedBytes - flag_bytes) / (n * kValue)) / 32 * 32;
   if (column_threads >= 32) {
     const int threads = static_cast<int>(std::min<int64_t>(column_threads, kThreads));
-    const auto [first, last] = needed_positions(n, op, k);
     std::vector<int2> net;
-    for (const auto& [a, b] : sorting_network(n, first, last)) net.push_back(make_int2(a, b));
+    for (const auto& [a, b] : select_network(n, op, k)) net.push_back(make_int2(a, b));
     const detail::StreamBuffer<int2> dev_net(net.data(), net.size(), stream);
     const size_t smem = static_cast<size_t>(n * threads) * kValue + flag_bytes;
     const int64_t blocks =

@@ -66,7 +66,11 @@ std::string device_status();
 // of two and cut to n (comparators touching a padded +inf slot are no-ops).
 std::vector<std::pair<int32_t, int32_t>> sorting_network(int64_t n, int64_t first, int64_t last);
 
-// The sorted positions [first, last) that `op` reads.
-std::pair<int64_t, int64_t> needed_positions(int64_t n, SelectOp op, int64_t k);
+// The network `op` runs before its reduction: pruned to what the reduction reads. The median
+// needs its middle position(s) sorted; the trimmed mean needs either the k smallest and k
+// largest in their places (the middle positions then hold the kept values, in some order, which
+// a sum does not mind) or the middle sorted, whichever network is smaller (the ends, for small
+// k); the closest-to-median mean needs all.
+std::vector<std::pair<int32_t, int32_t>> select_network(int64_t n, SelectOp op, int64_t k);
 
 }  // namespace fedsec
