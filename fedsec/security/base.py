@@ -54,7 +54,9 @@ class RoundContext:
     The simulation also passes what a reconstruction attack needs and what evaluates it:
     ``model_factory`` builds the model the state_dicts belong to, ``client_learning_rate`` is the
     clients' SGD step, and ``client_batches`` maps a client to the first (features, labels)
-    batch it trained on (ground truth, used only to score a reconstruction).
+    batch it trained on (ground truth, used only to score a reconstruction). ``comm_round`` is
+    the experiment's number of rounds and ``server_learning_rate`` the server's step on the
+    averaged update (FedAvg: 1), for components whose parameters default to them.
     """
 
     round_index: int
@@ -65,6 +67,8 @@ class RoundContext:
     model_factory: Callable[[], torch.nn.Module] | None = None
     client_learning_rate: float | None = None
     client_batches: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
+    comm_round: int | None = None
+    server_learning_rate: float | None = None
 
 
 def doc(default: Any, text: str, *, factory: Callable[[], Any] | None = None) -> Any:
@@ -114,6 +118,15 @@ class Component:
     @classmethod
     def parameter_fields(cls) -> list[dataclasses.Field]:
         return list(dataclasses.fields(cls.Params))
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the component carries from one round to the next (tensors, numbers, lists and
+        dicts of them). A run's checkpoint saves it, so a resumed run continues exactly where
+        it stopped; stateless components keep the default, {}."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
 
 
 class Attack(Component):

@@ -17,15 +17,38 @@ from .base import Attack, Component, Defense, Federation
 from .registry import resolve
 
 
+@dataclasses.dataclass(frozen=True)
+class ComponentSpec:
+    """A validated ``attack_args`` / ``defense_args``: the class and its parameters. An
+    experiment calls ``create()`` for a fresh component (with its own state, e.g. FoolsGold's
+    histories), so one config can start several experiments."""
+
+    cls: type
+    params: Any
+
+    def create(self) -> Component:
+        return self.cls(self.params)
+
+    def as_args(self, kind: str) -> dict[str, Any]:
+        """The YAML section back, every parameter spelled out (for a run's resolved config)."""
+        return {f"enable_{kind}": True, f"{kind}_type": self.cls.name,
+                **dataclasses.asdict(self.params)}
+
+
 def build_attack(args: Mapping | None, federation: Federation) -> Attack | None:
-    return _build(Attack, args, federation)
+    spec = parse_component(Attack, args, federation)
+    return spec.create() if spec else None
 
 
 def build_defense(args: Mapping | None, federation: Federation) -> Defense | None:
-    return _build(Defense, args, federation)
+    spec = parse_component(Defense, args, federation)
+    return spec.create() if spec else None
 
 
-def _build(base: type, args: Mapping | None, federation: Federation) -> Component | None:
+def parse_component(base: type, args: Mapping | None, federation: Federation
+                    ) -> ComponentSpec | None:
+    """``attack_args`` (base=Attack) or ``defense_args`` (base=Defense) checked against the
+    federation; None when the section is absent or not enabled."""
     kind = base.__name__.lower()
     section = f"{kind}_args"
     if args is None:
@@ -50,13 +73,13 @@ def _build(base: type, args: Mapping | None, federation: Federation) -> Componen
             valid = ", ".join(sorted(fields)) or "none"
             raise ValueError(f"{section}: unknown key {key!r} for {kind}_type {cls.name!r}; "
                              f"valid keys: {valid}")
-        values[key] = _coerce(f"{section}.{key}", value, hints[key])
+        values[key] = coerce(f"{section}.{key}", value, hints[key])
     params = cls.Params(**values)
     cls.validate(params, federation)
-    return cls(params)
+    return ComponentSpec(cls, params)
 
 
-def _coerce(where: str, value: Any, annotation: Any) -> Any:
+def coerce(where: str, value: Any, annotation: Any) -> Any:
     """``value`` checked against the field's type (ints are accepted for floats)."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -66,7 +89,7 @@ def _coerce(where: str, value: Any, annotation: Any) -> Any:
         errors = []
         for option in (o for o in options if o is not type(None)):
             try:
-                return _coerce(where, value, option)
+                return coerce(where, value, option)
             except ValueError as exc:
                 errors.append(str(exc))
         raise ValueError(errors[0])
@@ -74,7 +97,7 @@ def _coerce(where: str, value: Any, annotation: Any) -> Any:
         (item,) = typing.get_args(annotation)[:1]
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{where} must be a list; got {value!r}")
-        return origin(_coerce(f"{where}[{i}]", v, item) for i, v in enumerate(value))
+        return origin(coerce(f"{where}[{i}]", v, item) for i, v in enumerate(value))
     if annotation is bool:
         if not isinstance(value, bool):
             raise ValueError(f"{where} must be true or false; got {value!r}")

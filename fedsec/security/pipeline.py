@@ -5,6 +5,7 @@ experiments can run side by side in one process.
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from .base import Attack, ClientModel, Defense, RoundContext, Stage, StateDict
@@ -76,22 +77,35 @@ class Defender:
 
 
 Aggregation = Callable[[list[ClientModel], StateDict, RoundContext], StateDict]
+ServerStep = Callable[[StateDict, StateDict], StateDict]
 
 
 def aggregate_round(attacker: Attacker, defender: Defender, models: list[ClientModel],
                     global_model: StateDict, ctx: RoundContext,
-                    base_aggregation: Aggregation) -> StateDict:
-    """Server aggregation of one round with the attack and defense hooks (Algorithm 2)."""
+                    base_aggregation: Aggregation,
+                    server_step: ServerStep | None = None) -> StateDict:
+    """Server aggregation of one round with the attack and defense hooks (Algorithm 2).
+
+    ``server_step(global_model, aggregate)``, when given, turns the aggregate (the robust or
+    plain average of the local models) into the new global model, e.g. a FedOpt server
+    optimizer on the pseudo-gradient ``aggregate - global_model`` (Reddi et al. 2021); the
+    after-aggregation defenses see its result, the model the clients get next.
+    ``ctx.metrics["aggregation_time_s"]``: the time of the defenses, the aggregation and the
+    server step (the attacks excluded)."""
     if attacker.is_data_reconstruction_attack():
         attacker.reconstruct_data(models, global_model, ctx)
     if attacker.is_model_poisoning_attack():
         models = attacker.poison_model(models, global_model, ctx)
+    start = time.perf_counter()
     if defender.is_defense_before_aggregation():
         models = defender.defend_before_aggregation(models, global_model, ctx)
     if defender.is_defense_on_aggregation():
         new_global = defender.defend_on_aggregation(models, global_model, ctx)
     else:
         new_global = base_aggregation(models, global_model, ctx)
+    if server_step is not None:
+        new_global = server_step(global_model, new_global)
     if defender.is_defense_after_aggregation():
         new_global = defender.defend_after_aggregation(new_global, ctx)
+    ctx.metrics["aggregation_time_s"] = time.perf_counter() - start
     return new_global

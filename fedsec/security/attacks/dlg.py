@@ -27,6 +27,10 @@ class DlgAttack(Attack):
 
         || grad_w CE(model(x'), softmax(y')) - g ||^2        (Zhu et al. 2019, Eq. 4).
 
+    The objective has poor local minima (e.g. where the dummy input saturates the softmax and
+    its gradient vanishes), so ``dlg_restarts`` runs start from fresh dummy data and the best
+    match is kept: the server can measure the gradient distance, not the truth.
+
     The dummy batch has the shape of ``ctx.client_batches[client]``'s features when given, else
     ``input_shape`` (with ``batch_size``). Reports ``ctx.metrics["dlg"]``: client id, final
     gradient distance, and when the true batch is known, the reconstruction MSE and PSNR
@@ -52,6 +56,10 @@ class DlgAttack(Attack):
                                                   "default every round")
         save_dir: str | None = doc(None, "folder for PNGs of the reconstruction (needs "
                                          "matplotlib; skipped without it)")
+        dlg_restarts: int = doc(1, "L-BFGS runs from fresh dummy data; the one that matches "
+                                   "the gradient best is kept (>= 1)")
+        dlg_init: str = doc("uniform", "dummy data: uniform (U[0, 1), the range of fedsec's "
+                                       "images) | normal (N(0, 1), Zhu et al.'s)")
         seed: int = doc(0, "seed of the dummy data")
 
     @classmethod
@@ -60,6 +68,10 @@ class DlgAttack(Attack):
         if idx is not None and not 0 <= idx < federation.client_num_per_round:
             raise ValueError(f"attack_client_index={idx} must be between 0 and "
                              f"client_num_per_round - 1 = {federation.client_num_per_round - 1}")
+        if params.dlg_restarts < 1:
+            raise ValueError(f"dlg_restarts={params.dlg_restarts} must be >= 1")
+        if params.dlg_init not in ("uniform", "normal"):
+            raise ValueError(f"dlg_init={params.dlg_init!r} is not valid; valid: uniform, normal")
         if params.dlg_iterations < 1:
             raise ValueError(f"dlg_iterations={params.dlg_iterations} must be >= 1")
         check_positive("dlg_lr", params.dlg_lr)
@@ -104,20 +116,52 @@ class DlgAttack(Attack):
         weights = [w for _, w in params]
 
         gen = torch.Generator().manual_seed(p.seed)
-        dtype = weights[0].dtype
-        dummy_x = torch.randn(shape, generator=gen, dtype=dtype).requires_grad_(True)
         with torch.no_grad():
-            num_classes = model(dummy_x[:1]).shape[-1]
+            num_classes = model(self._dummy(shape, gen, weights[0].dtype)[:1]).shape[-1]
         label = None
         if p.use_idlg:
             if shape[0] != 1:
                 raise ValueError(f"dlg: use_idlg needs a batch of 1; got {shape[0]}")
             label = self._idlg_label(params, target, num_classes)
-            variables = [dummy_x]
-        else:
+        final, x, y = min((self._invert(model, weights, target, shape, num_classes, label, gen)
+                           for _ in range(p.dlg_restarts)), key=lambda r: r[0])
+        self.last_reconstruction = (x, y)
+        report = {"client_id": cid, "round": ctx.round_index, "gradient_distance": final,
+                  "iterations": p.dlg_iterations}
+        if label is not None:
+            report["idlg_label"] = int(label[0])
+        if truth is not None:
+            true_x = truth[0].detach().to(x)
+            mse = float(((x - true_x) ** 2).mean())
+            span = float(true_x.max() - true_x.min()) or 1.0
+            report["mse"] = mse
+            report["psnr"] = 10 * math.log10(span ** 2 / mse) if mse > 0 else math.inf
+            true_y = truth[1].detach().reshape(-1)
+            if true_y.dtype in (torch.int64, torch.int32) and true_y.numel() == y.numel():
+                report["label_accuracy"] = float((y.cpu() == true_y.cpu()).float().mean())
+        ctx.metrics["dlg"] = report
+        if p.save_dir is not None:
+            self._save(x, truth[0] if truth is not None else None, cid, ctx.round_index)
+
+    def _dummy(self, shape: tuple[int, ...], gen: torch.Generator, dtype: torch.dtype
+               ) -> torch.Tensor:
+        if self.params.dlg_init == "uniform":
+            return torch.rand(shape, generator=gen, dtype=dtype)
+        return torch.randn(shape, generator=gen, dtype=dtype)
+
+    def _invert(self, model: torch.nn.Module, weights: list[torch.Tensor],
+                target: list[torch.Tensor], shape: tuple[int, ...], num_classes: int,
+                label: torch.Tensor | None, gen: torch.Generator
+                ) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """One L-BFGS run from a fresh dummy batch: (gradient distance, x', labels)."""
+        p = self.params
+        dtype = weights[0].dtype
+        dummy_x = self._dummy(shape, gen, dtype).requires_grad_(True)
+        variables = [dummy_x]
+        if label is None:
             dummy_y = torch.randn((shape[0], num_classes), generator=gen,
                                   dtype=dtype).requires_grad_(True)
-            variables = [dummy_x, dummy_y]
+            variables.append(dummy_y)
 
         def gradient_distance() -> torch.Tensor:
             out = model(dummy_x)
@@ -140,25 +184,10 @@ class DlgAttack(Attack):
 
         opt.step(closure)
         final = float(gradient_distance().detach())
-        x = dummy_x.detach()
+        if not math.isfinite(final):
+            final = math.inf
         y = label if label is not None else dummy_y.detach().argmax(-1)
-        self.last_reconstruction = (x, y)
-        report = {"client_id": cid, "round": ctx.round_index, "gradient_distance": final,
-                  "iterations": p.dlg_iterations}
-        if label is not None:
-            report["idlg_label"] = int(label[0])
-        if truth is not None:
-            true_x = truth[0].detach().to(x)
-            mse = float(((x - true_x) ** 2).mean())
-            span = float(true_x.max() - true_x.min()) or 1.0
-            report["mse"] = mse
-            report["psnr"] = 10 * math.log10(span ** 2 / mse) if mse > 0 else math.inf
-            true_y = truth[1].detach().reshape(-1)
-            if true_y.dtype in (torch.int64, torch.int32) and true_y.numel() == y.numel():
-                report["label_accuracy"] = float((y.cpu() == true_y.cpu()).float().mean())
-        ctx.metrics["dlg"] = report
-        if p.save_dir is not None:
-            self._save(x, truth[0] if truth is not None else None, cid, ctx.round_index)
+        return final, dummy_x.detach(), y
 
     @staticmethod
     def _idlg_label(params, target, num_classes: int) -> torch.Tensor:

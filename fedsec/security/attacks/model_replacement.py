@@ -26,7 +26,8 @@ class ModelReplacementAttack(Attack):
 
     Model poisoning: the malicious model X is scaled so that it replaces the global model,
     L = w_g + gamma (X - w_g), with gamma = ``scale_factor``, by default n / eta
-    (n = clients in the round, eta = ``server_learning_rate``): with FedAvg of equal weights,
+    (n = clients in the round, eta = ``server_learning_rate``, by default the experiment's
+    ``ctx.server_learning_rate``, 1 when unknown): with FedAvg of equal weights,
     w_g + eta/n sum_i (L_i - w_g) ~= X when the benign updates roughly cancel.
 
     The malicious client is ``malicious_client_id`` whenever it takes part, else one client of
@@ -44,7 +45,8 @@ class ModelReplacementAttack(Attack):
         poisoned_fraction: float = doc(0.5, "fraction of the malicious client's samples "
                                        "stamped and relabelled, in (0, 1]")
         scale_factor: float | None = doc(None, "gamma; default n / server_learning_rate")
-        server_learning_rate: float = doc(1.0, "eta, the server's learning rate (> 0)")
+        server_learning_rate: float | None = doc(None, "eta, the server's learning rate (> 0); "
+                                                 "default the experiment's (1 when unknown)")
         malicious_client_id: int | None = doc(None, "the attacker's client id; default one "
                                               "client per round drawn from seed")
         attack_training_rounds: list[int] | None = doc(None, "rounds (ctx.round_index) with "
@@ -57,7 +59,7 @@ class ModelReplacementAttack(Attack):
     def validate(cls, params: "ModelReplacementAttack.Params", federation: Federation) -> None:
         check_fraction("poisoned_fraction", params.poisoned_fraction, open_low=True)
         check_positive("scale_factor", params.scale_factor, allow_none=True)
-        check_positive("server_learning_rate", params.server_learning_rate)
+        check_positive("server_learning_rate", params.server_learning_rate, allow_none=True)
         if params.backdoor_target_label < 0:
             raise ValueError(f"backdoor_target_label={params.backdoor_target_label} must be >= 0")
         if params.trigger_size < 1:
@@ -136,10 +138,11 @@ class ModelReplacementAttack(Attack):
 
     # --- model poisoning -----------------------------------------------------------------------
 
-    def gamma(self, n: int) -> float:
+    def gamma(self, n: int, ctx: RoundContext) -> float:
         if self.params.scale_factor is not None:
             return float(self.params.scale_factor)
-        return n / self.params.server_learning_rate
+        eta = self.params.server_learning_rate or ctx.server_learning_rate or 1.0
+        return n / eta
 
     def poison_model(self, models: list[ClientModel], global_model: StateDict,
                      ctx: RoundContext) -> list[ClientModel]:
@@ -147,7 +150,7 @@ class ModelReplacementAttack(Attack):
         if attacker is None:
             return models
         positions = [i for i, c in enumerate(ctx.client_ids) if int(c) == attacker]
-        gamma = self.gamma(len(models))
+        gamma = self.gamma(len(models), ctx)
         report_malicious(ctx, [attacker])
         ctx.metrics["model_replacement_gamma"] = gamma
         out = list(models)

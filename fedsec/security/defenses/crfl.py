@@ -21,8 +21,9 @@ class CRFLDefense(Defense):
         w_g <- w_g + N(0, sigma^2 I)      (every round but the last, as the paper's Algorithm 1)
 
     The norm is over the weight parameters (BatchNorm running statistics and integer entries are
-    untouched). sigma = 0 switches the noise off. The last round is ``comm_round - 1`` when
-    ``comm_round`` is given; without it every round is perturbed. Noise from ``ctx.rng``.
+    untouched). sigma = 0 switches the noise off. The last round is ``comm_round - 1``, with
+    ``comm_round`` from the parameters or else from the experiment (``ctx.comm_round``); when
+    neither is known every round is perturbed. Noise from ``ctx.rng``.
     Reports ``ctx.metrics["global_norm"]`` (before clipping).
     """
 
@@ -33,7 +34,7 @@ class CRFLDefense(Defense):
         clip_threshold: float = doc(15.0, "largest L2 norm of the global model; > 0")
         sigma: float = doc(0.01, "standard deviation of the smoothing noise; >= 0 (0: none)")
         comm_round: int | None = doc(None, "rounds of the experiment: the last one is not "
-                                           "perturbed; null: every round is")
+                                           "perturbed; null: the experiment's comm_round")
 
     @classmethod
     def validate(cls, params: "CRFLDefense.Params", federation: Federation) -> None:
@@ -48,8 +49,8 @@ class CRFLDefense(Defense):
         scale = 1.0 / max(1.0, norm / self.params.clip_threshold)
         clipped = map_weights(global_model, lambda k, v: v * scale) if scale < 1 else \
             dict(global_model)
-        last = (self.params.comm_round is not None
-                and ctx.round_index >= self.params.comm_round - 1)
+        rounds = self.params.comm_round if self.params.comm_round is not None else ctx.comm_round
+        last = rounds is not None and ctx.round_index >= rounds - 1
         if last:
             return clipped
         return add_gaussian_noise(clipped, self.params.sigma, ctx)

@@ -55,6 +55,12 @@ class FoolsGoldDefense(Defense):
         super().__init__(params)
         self.histories: dict[int, torch.Tensor] = {}
 
+    def state_dict(self) -> dict:
+        return {"histories": dict(self.histories)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.histories = {int(c): h.clone() for c, h in state["histories"].items()}
+
     def _update_vector(self, local: StateDict, global_model: StateDict) -> torch.Tensor:
         parts = [(v.detach().to(torch.float32) - global_model[k].detach().to(
                       device=v.device, dtype=torch.float32)).reshape(-1).cpu()
