@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 
 def _info(_: argparse.Namespace) -> int:
@@ -41,6 +43,28 @@ def _list(_: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from .fl import load_config, resolve_config, run_experiment
+
+    path = resolve_config(args.config)
+    config = load_config(path, args.set)
+    out = args.out or str(Path("runs") / path.stem)
+    summary = run_experiment(config, out, resume=args.resume, overwrite=args.overwrite,
+                             progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    print(f"results in {out}/ (metrics.jsonl, summary.json, accuracy.png)")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .fl import plot_runs
+
+    out = plot_runs(args.run_dirs, args.out, metric=args.metric, labels=args.labels,
+                    title=args.title)
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fedsec", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -52,8 +76,39 @@ def main(argv: list[str] | None = None) -> int:
         "selftest", help="check every aggregator on every usable backend against the references")
     selftest.add_argument("--quick", action="store_true", help="fewer shapes")
     selftest.set_defaults(handler=_selftest)
+
+    run = commands.add_parser("run", help="run an FL experiment from a YAML config "
+                                          "(resumable)")
+    run.add_argument("config", nargs="?", default="default",
+                     help="a YAML file, or a shipped config by name (default: 'default')")
+    run.add_argument("--out", help="run directory (default: runs/<config name>)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run in --out from its last completed round")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start again in an --out that already holds a run")
+    run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="override a config key (value read as YAML); repeatable")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(handler=_run)
+
+    plot = commands.add_parser("plot", help="overlay runs' curves in one figure")
+    plot.add_argument("run_dirs", nargs="+", help="run directories")
+    plot.add_argument("--out", default="comparison.png", help="PNG to write")
+    plot.add_argument("--metric", default="test_accuracy",
+                      help="record key per round: test_accuracy, test_loss, "
+                           "backdoor_accuracy, train_loss, ...")
+    plot.add_argument("--labels", nargs="+", help="one legend label per run directory")
+    plot.add_argument("--title")
+    plot.set_defaults(handler=_plot)
+
     args = parser.parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError) as exc:  # fedsec's config, data and run errors
+        if os.environ.get("FEDSEC_TRACEBACK"):
+            raise
+        print(f"fedsec {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

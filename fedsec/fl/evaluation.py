@@ -1,0 +1,32 @@
+"""Test metrics of a global model: accuracy and mean cross-entropy (per token for a language
+model, with its perplexity)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+EVAL_BATCH = 1024
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor,
+             prefix: str = "test") -> dict[str, float]:
+    """``{prefix}_accuracy``, ``{prefix}_loss`` (and ``{prefix}_perplexity`` when labels are
+    token sequences [N, L]) over the whole set, in batches."""
+    model.eval()
+    correct, loss_sum, count = 0, 0.0, 0
+    for start in range(0, features.shape[0], EVAL_BATCH):
+        logits = model(features[start:start + EVAL_BATCH])
+        y = labels[start:start + EVAL_BATCH].reshape(-1)
+        flat = logits.reshape(-1, logits.shape[-1])
+        loss_sum += float(F.cross_entropy(flat, y, reduction="sum"))
+        correct += int((flat.argmax(-1) == y).sum())
+        count += y.numel()
+    if count == 0:
+        return {}
+    out = {f"{prefix}_accuracy": correct / count, f"{prefix}_loss": loss_sum / count}
+    if labels.dim() == 2:
+        out[f"{prefix}_perplexity"] = math.exp(min(out[f"{prefix}_loss"], 50.0))
+    return out

@@ -1,0 +1,230 @@
+"""One FL experiment: FedAvg-style rounds (McMahan et al. 2017) with the attacker and the
+defender of the FedMLSecurity design (Han et al.) injected into client training and server
+aggregation.
+
+A round: sample clients; each trains from the global model on its data (a malicious client's
+data poisoned first); the server aggregates the local models through the security pipeline
+(reconstruction attack, model poisoning, defenses before / on / after aggregation), with the
+native weighted mean as FedAvg's aggregation and the federated optimizer's server step; the
+global model is evaluated. Every random choice is seeded from (seed, round, client), so a
+resumed run gives exactly the numbers of an uninterrupted one.
+
+An experiment owns its attacker, defender, model and optimizer: several can run in one process.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+import fedsec
+
+from ..data import load_dataset, partition
+from ..data.subset import subset
+from ..models import build_model, model_task
+from ..security import Attacker, ClientModel, Defender, RoundContext, StateDict, aggregate_round
+from ..security.defenses._common import report_aggregation
+from .client import LocalTraining, train_local
+from .config import ConfigError, ExperimentConfig
+from .evaluation import evaluate
+from .optimizers import build_optimizer
+
+# Independent random streams of one round, so e.g. an attack's draws never shift the sampling.
+_SAMPLING, _CLIENT = 1, 2
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from the experiment's seed and integers naming a random stream."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(
+        2, np.uint64)[0] >> np.uint64(1))
+
+
+class Experiment:
+    def __init__(self, config: ExperimentConfig):
+        self.config = config
+        c = config
+        self.seed = c.common.random_seed
+        self.device = _device(c.device.device)
+        self.attacker = Attacker(c.attack.create() if c.attack else None)
+        self.defender = Defender(c.defense.create() if c.defense else None)
+        self.optimizer = build_optimizer(c.train)
+        t = c.train
+        self.training = LocalTraining(t.epochs, t.batch_size, t.client_optimizer,
+                                      t.learning_rate, t.momentum, t.weight_decay,
+                                      self.optimizer.proximal_mu)
+        self.task = model_task(c.model.model)
+        data = load_dataset(c.data.dataset, c.data.data_cache_dir,
+                            target="sequence" if self.task == "language_model" else "last",
+                            sequence_length=c.data.sequence_length, seed=self.seed)
+        self.data = subset(data, c.data.train_size, c.data.test_size, self.seed)
+        parts = partition(self.data, t.client_num_in_total, c.data.partition_method,
+                          alpha=c.data.partition_alpha, seed=self.seed)
+        x, y = self.data.train_x.to(self.device), self.data.train_y.to(self.device)
+        self.client_data = [(x[idx], y[idx]) for idx in
+                            (torch.as_tensor(p, dtype=torch.long, device=self.device)
+                             for p in parts)]
+        self.test = (self.data.test_x.to(self.device), self.data.test_y.to(self.device))
+        self.backdoor_test = self._backdoor_test_set()
+        self.model = self.new_model()
+        torch.manual_seed(self.seed)
+        self.global_model: StateDict = {k: v.detach().clone()
+                                        for k, v in self.new_model().state_dict().items()}
+        self.round = 0  # the next round to run
+
+    # --- building blocks -----------------------------------------------------------------------
+
+    def new_model(self) -> torch.nn.Module:
+        m = self.config.model
+        return build_model(m.model, input_shape=self.data.input_shape,
+                           num_classes=self.data.num_classes, **m.options).to(self.device)
+
+    def _backdoor_test_set(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Clean test samples with the attack's trigger, labelled with its target: accuracy
+        on them is the backdoor's success rate (attacks that define ``backdoor_test_set``)."""
+        make = getattr(self.attacker.attack, "backdoor_test_set", None)
+        return make(*self.test) if make is not None else None
+
+    def sample_clients(self, round_index: int) -> list[int]:
+        """The round's clients: all, or client_num_per_round drawn without replacement."""
+        t = self.config.train
+        if t.client_num_per_round == t.client_num_in_total:
+            return list(range(t.client_num_in_total))
+        rng = np.random.default_rng([self.seed, round_index, _SAMPLING])
+        return sorted(int(c) for c in rng.choice(t.client_num_in_total,
+                                                   t.client_num_per_round, replace=False))
+
+    def _context(self, round_index: int, clients: list[int]) -> RoundContext:
+        t = self.config.train
+        return RoundContext(round_index, list(clients), np.random.default_rng([self.seed,
+                                                                                round_index]),
+                            federation=self.config.federation, model_factory=self.new_model,
+                            client_learning_rate=t.learning_rate,
+                            client_batches={} if self.attacker.is_data_reconstruction_attack()
+                            else None,
+                            comm_round=t.comm_round, server_learning_rate=t.server_lr)
+
+    def _fedavg(self, models: list[ClientModel], global_model: StateDict,
+                ctx: RoundContext) -> StateDict:
+        """FedAvg's aggregation: the sample-weighted mean on the native core; clients with
+        non-finite values are excluded (and reported) by it."""
+        value, info = fedsec.mean([m for _, m in models], weights=[c for c, _ in models],
+                                  return_info=True)
+        report_aggregation(ctx, info, len(models), "mean")
+        return value
+
+    # --- one round -----------------------------------------------------------------------------
+
+    def run_round(self) -> dict[str, Any]:
+        """Run round ``self.round``; returns its record (see docs/experiments.md)."""
+        start = time.perf_counter()
+        r = self.round
+        clients = self.sample_clients(r)
+        ctx = self._context(r, clients)
+        results = []
+        for cid in clients:
+            x, y = self.client_data[cid]
+            if self.attacker.is_malicious(cid, ctx):
+                x, y = self.attacker.poison_data(x, y, cid, ctx)
+            result = train_local(self.model, self.global_model, x, y, self.training,
+                                 derive_seed(self.seed, r, cid, _CLIENT))
+            if ctx.client_batches is not None and result.first_batch is not None:
+                ctx.client_batches[cid] = result.first_batch
+            results.append(result)
+        models = self.optimizer.uploads(results, self.global_model)
+        new_global = aggregate_round(self.attacker, self.defender, models, self.global_model,
+                                     ctx, self._fedavg, self.optimizer.step)
+        rejected = _non_finite_entries(new_global)
+        if not rejected:
+            self.global_model = {k: v.detach().clone() for k, v in new_global.items()}
+        record: dict[str, Any] = {"round": r, "clients": clients}
+        record.update(_jsonable(ctx.metrics))
+        if rejected:
+            record["global_model_rejected"] = (f"non-finite values after aggregation in "
+                                               f"{rejected[:5]}; the previous global model "
+                                               f"is kept")
+        record["train_loss"] = _weighted_mean([x.train_loss for x in results],
+                                              [x.num_samples for x in results])
+        if self._evaluates(r):
+            record.update(self.evaluate())
+        record["round_time_s"] = time.perf_counter() - start
+        self.round += 1
+        return record
+
+    def _evaluates(self, round_index: int) -> bool:
+        every = self.config.validation.frequency_of_the_test
+        return (round_index + 1) % every == 0 or round_index == self.config.train.comm_round - 1
+
+    def evaluate(self) -> dict[str, float]:
+        """Test metrics of the global model (and the backdoor's success rate, if any)."""
+        model = self.new_model()
+        model.load_state_dict(self.global_model)
+        out = evaluate(model, *self.test)
+        if self.backdoor_test is not None:
+            out["backdoor_accuracy"] = evaluate(model, *self.backdoor_test,
+                                                prefix="backdoor")["backdoor_accuracy"]
+        return out
+
+    def rounds(self) -> Iterator[dict[str, Any]]:
+        """Run the remaining rounds, yielding each record as the round ends."""
+        while self.round < self.config.train.comm_round:
+            yield self.run_round()
+
+    # --- checkpoints ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next round depends on (after ``self.round - 1`` finished)."""
+        return {"round": self.round - 1, "global_model": self.global_model,
+                "optimizer": self.optimizer.state_dict(),
+                "attack": self.attacker.attack.state_dict() if self.attacker.attack else {},
+                "defense": self.defender.defense.state_dict() if self.defender.defense else {}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.round = int(state["round"]) + 1
+        self.global_model = {k: v.to(self.device) for k, v in state["global_model"].items()}
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.attacker.attack:
+            self.attacker.attack.load_state_dict(state["attack"])
+        if self.defender.defense:
+            self.defender.defense.load_state_dict(state["defense"])
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device_args.device='cuda' but torch sees no usable CUDA device; "
+                          "use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def _non_finite_entries(state: StateDict) -> list[str]:
+    return [k for k, v in state.items()
+            if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def _weighted_mean(values: list[float], weights: list[int]) -> float:
+    total = sum(weights)
+    return sum(v * w for v, w in zip(values, weights)) / total if total else math.nan
+
+
+def _jsonable(value: Any) -> Any:
+    """ctx.metrics as JSON: numpy and torch scalars to numbers, dict keys to strings, arrays
+    to lists; anything else by its repr."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value) if isinstance(value, (set, frozenset)) else value
+        return [_jsonable(v) for v in items]
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, (bool, int, str)) or value is None:
+        return value
+    return repr(value)
+
