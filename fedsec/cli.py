@@ -56,6 +56,16 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _matrix(args: argparse.Namespace) -> int:
+    from .matrix import load_matrix, run_matrix
+
+    matrix = load_matrix(args.config)
+    out = args.out or str(Path("results") / matrix.name)
+    run_matrix(matrix, out, seeds=args.seeds, jobs=args.jobs, progress=not args.quiet)
+    print(f"report: {Path(out) / 'report.md'}")
+    return 0
+
+
 def _plot(args: argparse.Namespace) -> int:
     from .fl import plot_runs
 
@@ -90,6 +100,16 @@ def main(argv: list[str] | None = None) -> int:
                      help="override a config key (value read as YAML); repeatable")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run)
+
+    matrix = commands.add_parser("matrix", help="run an attack x defense matrix over seeds "
+                                                "and write its table, figures and report")
+    matrix.add_argument("config", help="a matrix YAML file or shipped name "
+                                       "(e.g. paper/exp3_byzantine)")
+    matrix.add_argument("--seeds", type=int, help="seeds per cell (default: the config's)")
+    matrix.add_argument("--out", help="output directory (default: results/<matrix name>)")
+    matrix.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
+    matrix.add_argument("--quiet", action="store_true", help="no progress bar")
+    matrix.set_defaults(handler=_matrix)
 
     plot = commands.add_parser("plot", help="overlay runs' curves in one figure")
     plot.add_argument("run_dirs", nargs="+", help="run directories")

@@ -1,0 +1,73 @@
+"""The numbers of a finished matrix: per seed from each run's summary and records, per cell
+as mean and standard deviation over its seeds."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..fl.run_dir import RunDir
+from .config import Cell
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    seed: int
+    summary: dict[str, Any]
+    records: list[dict[str, Any]]
+
+    @classmethod
+    def read(cls, seed: int, run_dir: RunDir) -> "SeedResult":
+        summary = json.loads(run_dir.file("summary.json").read_text())
+        return cls(seed, summary, run_dir.records())
+
+    def metric(self, name: str) -> float | None:
+        """A summary number, or one computed from the records:
+        ``attackers_excluded``: of the malicious clients' participations, the fraction the
+        defense excluded (None without attackers); ``benign_excluded``: the same for the benign
+        clients (the defense's false positives)."""
+        if name in ("attackers_excluded", "benign_excluded"):
+            return self._exclusion(name == "attackers_excluded")
+        value = self.summary.get(name)
+        return float(value) if isinstance(value, (int, float)) else None
+
+    def _exclusion(self, attackers: bool) -> float | None:
+        hit = total = 0
+        for r in self.records:
+            bad = set(r.get("malicious_clients", []))
+            group = bad if attackers else set(r.get("clients", [])) - bad
+            hit += len(group & set(r.get("excluded_clients", [])))
+            total += len(group)
+        return hit / total if total else None
+
+
+@dataclass(frozen=True)
+class CellResult:
+    cell: Cell
+    seeds: tuple[SeedResult, ...]
+
+    def stats(self, metric: str) -> tuple[float, float, int] | None:
+        """(mean, sample std (0 for one seed), seeds) of ``metric``; None when no seed has it."""
+        values = [v for v in (s.metric(metric) for s in self.seeds) if v is not None]
+        if not values:
+            return None
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        return float(np.mean(values)), std, len(values)
+
+    def mean(self, metric: str) -> float:
+        stats = self.stats(metric)
+        return stats[0] if stats else math.nan
+
+    def curve(self, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rounds (1-based) where every seed has ``metric``, and its mean and std there."""
+        per_seed = [{r["round"] + 1: r[metric] for r in s.records
+                     if isinstance(r.get(metric), (int, float))} for s in self.seeds]
+        rounds = sorted(set.intersection(*(set(d) for d in per_seed))) if per_seed else []
+        values = np.array([[d[x] for x in rounds] for d in per_seed], dtype=float)
+        if not rounds:
+            return np.array([]), np.array([]), np.array([])
+        std = values.std(axis=0, ddof=1) if len(per_seed) > 1 else np.zeros(len(rounds))
+        return np.array(rounds), values.mean(axis=0), std

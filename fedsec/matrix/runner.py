@@ -1,0 +1,122 @@
+"""`fedsec matrix`: every cell x seed of a matrix as a resumable `fedsec run`, with one progress
+bar for the whole sweep, then the table, figures and report.
+
+Runs live in ``OUT/cells/<cell>/seed<k>/``. A finished run (its summary.json exists) is
+skipped, a started one resumed from its last round, so a killed sweep continues where it
+stopped. With ``jobs > 1`` runs go to that many worker processes (one torch thread each).
+"""
+from __future__ import annotations
+
+import os
+import queue
+import sys
+from concurrent.futures import ProcessPoolExecutor, wait, FIRST_COMPLETED
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from ..fl.config import parse_config
+from ..fl.run_dir import SUMMARY, RunDir
+from ..fl.runner import run_experiment
+from .config import Cell, MatrixConfig
+from .report import write_report
+from .results import CellResult, SeedResult
+
+
+@dataclass(frozen=True)
+class Job:
+    cell: Cell
+    seed: int
+    out: Path
+
+    @property
+    def rounds(self) -> int:
+        return self.cell.config(self.seed).train.comm_round
+
+    def done(self) -> bool:
+        return (self.out / SUMMARY).exists()
+
+    def rounds_done(self) -> int:
+        return len(RunDir(self.out).records()) if RunDir(self.out).holds_run() else 0
+
+
+def jobs_of(matrix: MatrixConfig, out: Path, seeds: int) -> list[Job]:
+    return [Job(cell, seed, out / "cells" / cell.name / f"seed{seed}")
+            for cell in matrix.cells for seed in range(seeds)]
+
+
+def run_matrix(matrix: MatrixConfig, out: str | os.PathLike, *, seeds: int | None = None,
+               jobs: int = 1, progress: bool = True) -> list[CellResult]:
+    """Run the missing runs of ``matrix`` into ``out`` and write its report; returns the
+    per-cell results."""
+    out = Path(out)
+    seeds = seeds or matrix.seeds
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs} must be >= 1")
+    todo = jobs_of(matrix, out, seeds)
+    pending = [j for j in todo if not j.done()]
+    total = sum(j.rounds for j in todo)
+    initial = sum(j.rounds if j.done() else j.rounds_done() for j in todo)
+    with tqdm(total=total, initial=initial, desc=matrix.name, unit="round", file=sys.stderr,
+              disable=not progress, dynamic_ncols=True) as bar:
+        bar.set_postfix_str(f"{len(todo) - len(pending)}/{len(todo)} runs done")
+        if jobs == 1:
+            for job in pending:
+                _run_job(job, lambda _: bar.update(1))
+                bar.set_postfix_str(f"{sum(j.done() for j in todo)}/{len(todo)} runs done")
+        else:
+            _run_parallel(pending, jobs, bar, todo)
+    results = [CellResult(cell, tuple(SeedResult.read(j.seed, RunDir(j.out))
+                                      for j in todo if j.cell is cell))
+               for cell in matrix.cells]
+    write_report(matrix, results, out, seeds)
+    return results
+
+
+def _run_job(job: Job, on_round) -> None:
+    try:
+        run_experiment(job.cell.config(job.seed), job.out, resume=RunDir(job.out).holds_run(),
+                       progress=False, on_round=on_round)
+    except ValueError as exc:
+        raise ValueError(f"cell {job.cell.label}, seed {job.seed} ({job.out}): {exc}") from exc
+
+
+def _worker(raw: dict[str, Any], out: str, ticks) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    config = parse_config(raw)
+    run_experiment(config, out, resume=RunDir(out).holds_run(), progress=False,
+                   on_round=lambda _: ticks.put(1))
+
+
+def _run_parallel(pending: list[Job], jobs: int, bar: tqdm, todo: list[Job]) -> None:
+    context = get_context("spawn")  # no fork of a process holding torch's thread pools
+    with context.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        ticks = manager.Queue()
+        futures = {pool.submit(_worker, j.cell.raw_with_seed(j.seed), str(j.out), ticks): j
+                   for j in pending}
+        remaining = set(futures)
+        while remaining:
+            finished, remaining = wait(remaining, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(ticks, bar)
+            for future in finished:
+                job = futures[future]
+                try:
+                    future.result()
+                except ValueError as exc:
+                    raise ValueError(f"cell {job.cell.label}, seed {job.seed} ({job.out}): "
+                                     f"{exc}") from exc
+            bar.set_postfix_str(f"{sum(j.done() for j in todo)}/{len(todo)} runs done")
+        _drain(ticks, bar)
+
+
+def _drain(ticks, bar: tqdm) -> None:
+    while True:
+        try:
+            bar.update(ticks.get_nowait())
+        except queue.Empty:
+            return

@@ -1,0 +1,132 @@
+"""`fedsec matrix`: a 2 x 2 matrix (2 rounds, 2 seeds) produces its table, figures and report
+with the right rows and the paper's findings checked; a half-finished matrix resumes running
+only what is missing; bad matrix configs are clear errors."""
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+import yaml
+
+import fedsec.matrix.runner as matrix_runner
+from fedsec.cli import main
+from fedsec.fl.config import ConfigError
+from fedsec.matrix import load_matrix, run_matrix
+
+from test_fl_experiment import tiny
+
+BYZANTINE = {"enable_attack": True, "attack_type": "byzantine", "attack_mode": "random",
+             "byzantine_client_num": 2}
+KRUM = {"enable_defense": True, "defense_type": "krum", "byzantine_client_num": 2,
+        "krum_param_m": 5}
+
+
+def write_matrix(folder, **extra):
+    (folder / "base.yaml").write_text(yaml.safe_dump(tiny(train_args={"comm_round": 2})))
+    matrix = {"title": "Tiny: Byzantine vs m-Krum", "base": "base.yaml", "seeds": 2,
+              "axes": {"attack": {"none": {"attack_args": {"enable_attack": False}},
+                                  "byzantine": {"attack_args": BYZANTINE}},
+                       "defense": {"fedavg": {"defense_args": {"enable_defense": False}},
+                                   "m-krum": {"defense_args": KRUM}}},
+              "claims": [{"claim": "m-Krum restores accuracy under Byzantine clients",
+                          "paper": "holds", "metric": "final_test_accuracy",
+                          "left": {"attack": "byzantine", "defense": "m-krum"}, "op": ">=",
+                          "right": {"attack": "none", "defense": "fedavg"}, "margin": -0.05},
+                         {"claim": "Byzantine clients do not hurt FedAvg", "paper": "holds",
+                          "metric": "final_test_accuracy",
+                          "left": {"attack": "byzantine", "defense": "fedavg"}, "op": ">=",
+                          "right": {"attack": "none", "defense": "fedavg"}, "margin": -0.05,
+                          "note": "random models weigh 2/10 of the average here"}],
+              **extra}
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(matrix, sort_keys=False))
+    return path
+
+
+def test_tiny_matrix_writes_table_figures_and_report(tmp_path):
+    matrix = load_matrix(write_matrix(tmp_path))
+    assert [c.label for c in matrix.cells] == ["none / fedavg", "none / m-krum",
+                                               "byzantine / fedavg", "byzantine / m-krum"]
+    out = tmp_path / "out"
+    results = run_matrix(matrix, out, progress=False)
+    assert all(len(r.seeds) == 2 for r in results)
+    rows = list(csv.DictReader(io.StringIO((out / "table.csv").read_text())))
+    assert [(r["attack"], r["defense"]) for r in rows] == \
+        [("none", "fedavg"), ("none", "m-krum"), ("byzantine", "fedavg"), ("byzantine", "m-krum")]
+    by = {(r["attack"], r["defense"]): r for r in rows}
+    assert all(r["final_test_accuracy_seeds"] == "2" for r in rows)
+    assert float(by["byzantine", "fedavg"]["final_test_accuracy_mean"]) < \
+        float(by["byzantine", "m-krum"]["final_test_accuracy_mean"]) - 0.3
+    assert float(by["byzantine", "m-krum"]["attackers_excluded_mean"]) == 1.0
+    assert by["none", "fedavg"]["attackers_excluded_mean"] == ""  # no attackers to exclude
+    table = (out / "table.md").read_text()
+    assert table.count("\n") == 6 and "| byzantine | m-krum | " in table and " ± " in table
+    assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (out / "backdoor.png").exists()
+    report = (out / "report.md").read_text()
+    assert report.startswith("# Tiny: Byzantine vs m-Krum")
+    assert "--seeds 2" in report and table in report and "![Test accuracy per round]" in report
+    assert "| m-Krum restores accuracy under Byzantine clients (final_test_accuracy) | holds | " \
+           "holds: " in report and "| agrees |" in report
+    assert "**disagrees**" in report and "random models weigh 2/10" in report
+    resolved = yaml.safe_load((out / "configs" / "attack-byzantine__defense-m-krum.yaml")
+                              .read_text())
+    assert resolved["defense_args"]["defense_type"] == "krum"
+    assert resolved["attack_args"]["attack_type"] == "byzantine"
+    assert (out / "configs" / "matrix.yaml").exists()
+
+
+def test_a_half_finished_matrix_runs_only_the_missing_runs(tmp_path, monkeypatch):
+    matrix = load_matrix(write_matrix(tmp_path))
+    out = tmp_path / "out"
+    calls = []
+    real = matrix_runner.run_experiment
+
+    def counting(config, where, **kw):
+        calls.append(where)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the sweep is killed during its third run
+        return real(config, where, **kw)
+
+    monkeypatch.setattr(matrix_runner, "run_experiment", counting)
+    with pytest.raises(KeyboardInterrupt):
+        run_matrix(matrix, out, progress=False)
+    finished = sorted(p.parent for p in out.glob("cells/*/seed*/summary.json"))
+    assert len(finished) == 2
+    before = {p: (p / "metrics.jsonl").read_text() for p in finished}
+    calls.clear()
+    monkeypatch.setattr(matrix_runner, "run_experiment",
+                        lambda config, where, **kw: calls.append(where) or real(config, where,
+                                                                                **kw))
+    run_matrix(matrix, out, progress=False)
+    assert len(calls) == 6 and not set(map(str, calls)) & set(map(str, finished))
+    assert all((p / "metrics.jsonl").read_text() == text for p, text in before.items())
+    assert len(list(out.glob("cells/*/seed*/summary.json"))) == 8
+
+
+def test_cli_matrix_with_parallel_jobs(tmp_path):
+    path = write_matrix(tmp_path)
+    assert main(["matrix", str(path), "--seeds", "1", "--jobs", "2", "--out",
+                 str(tmp_path / "out"), "--quiet"]) == 0
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "table.csv").read_text())))
+    assert len(rows) == 4 and all(r["final_test_accuracy_seeds"] == "1" for r in rows)
+
+
+@pytest.mark.parametrize("extra,message", [
+    ({"axes": {}}, "axes is empty"),
+    ({"seeds": 0}, "seeds=0 must be an integer >= 1"),
+    ({"rows": 1}, "unknown key 'rows'"),
+    ({"axes": {"defense": {"bad": {"defense_args": {"enable_defense": True,
+                                                    "defense_type": "krum",
+                                                    "byzantine_client_num": 9}}}}},
+     "cell bad: .*byzantine_client_num=9 is too large"),
+    ({"claims": [{"claim": "x", "paper": "maybe", "metric": "final_test_accuracy",
+                  "left": {}, "op": ">=", "value": 1}]}, "paper='maybe' must be"),
+    ({"claims": [{"claim": "x", "paper": "holds", "metric": "final_test_accuracy",
+                  "left": {"attack": "none"}, "op": ">=", "value": 1}]},
+     "selects 2 cells; name a value for every axis"),
+])
+def test_bad_matrix_configs(tmp_path, extra, message):
+    with pytest.raises(ConfigError, match=message):
+        load_matrix(write_matrix(tmp_path, **extra))
