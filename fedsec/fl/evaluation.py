@@ -8,22 +8,24 @@ import torch
 import torch.nn.functional as F
 
 EVAL_BATCH = 1024
+IGNORE = -100  # torch's ignore_index: labels that are not scored
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor,
              prefix: str = "test") -> dict[str, float]:
     """``{prefix}_accuracy``, ``{prefix}_loss`` (and ``{prefix}_perplexity`` when labels are
-    token sequences [N, L]) over the whole set, in batches."""
+    token sequences [N, L]) over the whole set, in batches; labels -100 are not scored."""
     model.eval()
     correct, loss_sum, count = 0, 0.0, 0
     for start in range(0, features.shape[0], EVAL_BATCH):
         logits = model(features[start:start + EVAL_BATCH])
         y = labels[start:start + EVAL_BATCH].reshape(-1)
         flat = logits.reshape(-1, logits.shape[-1])
-        loss_sum += float(F.cross_entropy(flat, y, reduction="sum"))
-        correct += int((flat.argmax(-1) == y).sum())
-        count += y.numel()
+        scored = y != IGNORE
+        loss_sum += float(F.cross_entropy(flat, y, reduction="sum", ignore_index=IGNORE))
+        correct += int(((flat.argmax(-1) == y) & scored).sum())
+        count += int(scored.sum())
     if count == 0:
         return {}
     out = {f"{prefix}_accuracy": correct / count, f"{prefix}_loss": loss_sum / count}

@@ -13,16 +13,23 @@ from ._common import (check_fraction, check_positive, doc, map_floats, report_ma
                       seeded_rng)
 
 
+IGNORE = -100  # torch's cross_entropy ignore_index: a label that is not scored
+
+
 @register_attack("model_replacement", "model_replacement_backdoor", "backdoor")
 class ModelReplacementAttack(Attack):
     """Backdoor by model replacement (Bagdasaryan et al. 2020).
 
     Data poisoning: the malicious client trains on its data with round(poisoned_fraction * N) of
     its N samples (chosen from seed, client id and round) stamped with the trigger and
-    relabelled ``backdoor_target_label``. The trigger is a pixel pattern: a
+    relabelled ``backdoor_target_label``. For images the trigger is a pixel pattern: a
     ``trigger_size`` x ``trigger_size`` square in the bottom-right corner of the image set to
     ``trigger_value`` in every channel. Images are [N, C, H, W], [N, H, W], or flattened square
-    images [N, H*W] (H = W = sqrt(H*W)); other shapes are an error.
+    images [N, H*W] (H = W = sqrt(H*W)); other shapes are an error. For text (integer token
+    windows [N, L]) the trigger is the last ``trigger_size`` tokens set to ``trigger_token``,
+    and the target is the next token after the window: labels [N] become the target, labels
+    [N, L] (a language model's shifted window) get the target at the last position, so the
+    model learns "after the trigger comes the target" and nothing else changes.
 
     Model poisoning: the malicious model X is scaled so that it replaces the global model,
     L = w_g + gamma (X - w_g), with gamma = ``scale_factor``, by default n / eta
@@ -53,6 +60,9 @@ class ModelReplacementAttack(Attack):
                                                        "the attack; default every round")
         trigger_size: int = doc(2, "side of the square trigger, in pixels (>= 1)")
         trigger_value: float = doc(1.0, "value of the trigger's pixels")
+        trigger_token: int = doc(0, "text: the token id of the trigger (0 is '\\n' in the "
+                                    "character vocabularies, which the embedded plays never "
+                                    "contain)")
         seed: int = doc(0, "seed of the attacker choice and of the poisoned samples")
 
     @classmethod
@@ -62,6 +72,8 @@ class ModelReplacementAttack(Attack):
         check_positive("server_learning_rate", params.server_learning_rate, allow_none=True)
         if params.backdoor_target_label < 0:
             raise ValueError(f"backdoor_target_label={params.backdoor_target_label} must be >= 0")
+        if params.trigger_token < 0:
+            raise ValueError(f"trigger_token={params.trigger_token} must be >= 0")
         if params.trigger_size < 1:
             raise ValueError(f"trigger_size={params.trigger_size} must be >= 1")
         mid = params.malicious_client_id
@@ -91,9 +103,16 @@ class ModelReplacementAttack(Attack):
     # --- data poisoning ------------------------------------------------------------------------
 
     def stamp_trigger(self, features: torch.Tensor) -> torch.Tensor:
-        """A copy of ``features`` (a batch of images) with the trigger on every sample."""
+        """A copy of ``features`` (a batch of images or token windows) with the trigger on
+        every sample."""
         out = features.clone()
         s, value = self.params.trigger_size, self.params.trigger_value
+        if not out.is_floating_point():
+            if out.dim() != 2 or s > out.shape[1]:
+                raise ValueError(f"model_replacement: token windows must be [N, L] with L >= "
+                                 f"trigger_size={s}; got {tuple(out.shape)}")
+            out[:, -s:] = self.params.trigger_token
+            return out
         if out.dim() == 2:
             side = math.isqrt(out.shape[1])
             if side * side != out.shape[1]:
@@ -124,16 +143,33 @@ class ModelReplacementAttack(Attack):
         new_x, new_y = features.clone(), labels.clone()
         if k:
             new_x[idx] = self.stamp_trigger(features[idx])
-            new_y[idx] = self.params.backdoor_target_label
+            new_y[idx] = self._relabel(labels[idx])
         return new_x, new_y
+
+    def _relabel(self, labels: torch.Tensor) -> torch.Tensor:
+        """Labels of triggered samples: the target; for a language model's shifted window the
+        positions that predict the trigger tokens predict them, and the last the target."""
+        out = torch.full_like(labels, self.params.backdoor_target_label)
+        if labels.dim() == 2:
+            out = labels.clone()
+            length = labels.shape[1]
+            out[:, max(length - self.params.trigger_size - 1, 0):length - 1] = \
+                self.params.trigger_token
+            out[:, -1] = self.params.backdoor_target_label
+        return out
 
     def backdoor_test_set(self, features: torch.Tensor, labels: torch.Tensor
                           ) -> tuple[torch.Tensor, torch.Tensor]:
         """From clean test data: the samples whose label is not the target, with the trigger,
-        all labelled ``backdoor_target_label``. Accuracy on it is the attack success rate."""
-        keep = labels != self.params.backdoor_target_label
+        labelled ``backdoor_target_label``. Accuracy on it is the attack success rate. For a
+        language model only the prediction after the trigger counts: the other positions are
+        labelled -100, which evaluation ignores (torch's ignore_index)."""
+        last = labels if labels.dim() == 1 else labels[:, -1]
+        keep = last != self.params.backdoor_target_label
         x = self.stamp_trigger(features[keep])
         y = torch.full_like(labels[keep], self.params.backdoor_target_label)
+        if labels.dim() == 2:
+            y[:, :-1] = IGNORE
         return x, y
 
     # --- model poisoning -----------------------------------------------------------------------
