@@ -375,3 +375,13 @@ def number(value) -> str:
     if v == int(v) and abs(v) < 1e15:
         return rf"(?<![\d.]){int(v)}(\.0*)?(?![\d.])"
     return r"(?<![\d.])" + re.escape(repr(v)) + r"0*(?!\d)"
+
+
+# --- README examples ------------------------------------------------------------------------------
+
+def readme_python_blocks(section: str) -> list[str]:
+    """The python code blocks of README.md's ``## section`` (which must exist)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    match = re.search(rf"^## {re.escape(section)}\n(.*?)(?=^## |\Z)", readme, re.S | re.M)
+    assert match, f"README.md has no section '## {section}'"
+    return re.findall(r"```python\n(.*?)```", match.group(1), re.S)

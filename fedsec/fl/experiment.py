@@ -20,13 +20,10 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-import fedsec
-
 from ..data import load_dataset, partition
 from ..data.subset import subset
 from ..models import build_model, model_task
-from ..security import Attacker, ClientModel, Defender, RoundContext, StateDict, aggregate_round
-from ..security.defenses._common import report_aggregation
+from ..security import Attacker, Defender, RoundContext, StateDict, aggregate_round, fedavg
 from .client import LocalTraining, train_local
 from .config import ConfigError, ExperimentConfig
 from .evaluation import evaluate
@@ -106,15 +103,6 @@ class Experiment:
                             else None,
                             comm_round=t.comm_round, server_learning_rate=t.server_lr)
 
-    def _fedavg(self, models: list[ClientModel], global_model: StateDict,
-                ctx: RoundContext) -> StateDict:
-        """FedAvg's aggregation: the sample-weighted mean on the native core; clients with
-        non-finite values are excluded (and reported) by it."""
-        value, info = fedsec.mean([m for _, m in models], weights=[c for c, _ in models],
-                                  return_info=True)
-        report_aggregation(ctx, info, len(models), "mean")
-        return value
-
     # --- one round -----------------------------------------------------------------------------
 
     def run_round(self) -> dict[str, Any]:
@@ -135,7 +123,7 @@ class Experiment:
             results.append(result)
         models = self.optimizer.uploads(results, self.global_model)
         new_global = aggregate_round(self.attacker, self.defender, models, self.global_model,
-                                     ctx, self._fedavg, self.optimizer.step)
+                                     ctx, fedavg, self.optimizer.step)
         rejected = _non_finite_entries(new_global)
         if not rejected:
             self.global_model = {k: v.detach().clone() for k, v in new_global.items()}
