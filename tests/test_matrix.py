@@ -1,5 +1,5 @@
 """`fedsec matrix`: a 2 x 2 matrix (2 rounds, 2 seeds) produces its table, figures and report
-with the right rows and the paper's findings checked; a half-finished matrix resumes running
+with the right rows and published findings checked; a half-finished matrix resumes running
 only what is missing; bad matrix configs are clear errors."""
 from __future__ import annotations
 
@@ -30,11 +30,12 @@ def write_matrix(folder, **extra):
                        "defense": {"fedavg": {"defense_args": {"enable_defense": False}},
                                    "m-krum": {"defense_args": KRUM}}},
               "claims": [{"claim": "m-Krum restores accuracy under Byzantine clients",
-                          "paper": "holds", "metric": "final_test_accuracy",
+                          "source": "FedMLSecurity, Exp3", "expected": "holds",
+                          "metric": "final_test_accuracy",
                           "left": {"attack": "byzantine", "defense": "m-krum"}, "op": ">=",
                           "right": {"attack": "none", "defense": "fedavg"}, "margin": -0.05},
-                         {"claim": "Byzantine clients do not hurt FedAvg", "paper": "holds",
-                          "metric": "final_test_accuracy",
+                         {"claim": "Byzantine clients do not hurt FedAvg", "source": "none",
+                          "expected": "holds", "metric": "final_test_accuracy",
                           "left": {"attack": "byzantine", "defense": "fedavg"}, "op": ">=",
                           "right": {"attack": "none", "defense": "fedavg"}, "margin": -0.05,
                           "note": "random models weigh 2/10 of the average here"}],
@@ -67,8 +68,8 @@ def test_tiny_matrix_writes_table_figures_and_report(tmp_path):
     report = (out / "report.md").read_text()
     assert report.startswith("# Tiny: Byzantine vs m-Krum")
     assert "--seeds 2" in report and table in report and "![Test accuracy per round]" in report
-    assert "| m-Krum restores accuracy under Byzantine clients (final_test_accuracy) | holds | " \
-           "holds: " in report and "| agrees |" in report
+    assert "| m-Krum restores accuracy under Byzantine clients (final_test_accuracy) | " \
+           "FedMLSecurity, Exp3 | holds | holds: " in report and "| agrees |" in report
     assert "**disagrees**" in report and "random models weigh 2/10" in report
     resolved = yaml.safe_load((out / "configs" / "attack-byzantine__defense-m-krum.yaml")
                               .read_text())
@@ -121,9 +122,12 @@ def test_cli_matrix_with_parallel_jobs(tmp_path):
                                                     "defense_type": "krum",
                                                     "byzantine_client_num": 9}}}}},
      "cell bad: .*byzantine_client_num=9 is too large"),
-    ({"claims": [{"claim": "x", "paper": "maybe", "metric": "final_test_accuracy",
-                  "left": {}, "op": ">=", "value": 1}]}, "paper='maybe' must be"),
-    ({"claims": [{"claim": "x", "paper": "holds", "metric": "final_test_accuracy",
+    ({"claims": [{"claim": "x", "expected": "maybe", "metric": "final_test_accuracy",
+                  "left": {}, "op": ">=", "value": 1}]}, "expected='maybe' must be"),
+    ({"claims": [{"claim": "x", "expected": "holds", "metric": "final_test_accuracy",
+                  "left": {}, "op": ">=", "value": 1}]}, "source .* is missing"),
+    ({"claims": [{"claim": "x", "expected": "holds", "source": "s",
+                  "metric": "final_test_accuracy",
                   "left": {"attack": "none"}, "op": ">=", "value": 1}]},
      "selects 2 cells; name a value for every axis"),
 ])

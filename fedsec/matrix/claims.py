@@ -1,5 +1,5 @@
-"""The paper's findings checked on a matrix's numbers: for each claim, whether it holds here,
-and whether that agrees with what the paper found."""
+"""Published findings checked on a matrix's numbers: for each claim, whether it holds here,
+and whether that agrees with what its source found."""
 from __future__ import annotations
 
 import math
@@ -21,7 +21,7 @@ class Verdict:
 
     @property
     def agrees(self) -> bool | None:
-        return None if self.holds_here is None else self.holds_here == self.claim.paper_holds
+        return None if self.holds_here is None else self.holds_here == self.claim.expected_holds
 
 
 def check_claims(matrix: MatrixConfig, results: list[CellResult]) -> list[Verdict]:

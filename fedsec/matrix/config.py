@@ -1,4 +1,4 @@
-"""A benchmark matrix: a base experiment, the axes to sweep, the seeds, and the paper's
+"""A benchmark matrix: a base experiment, the axes to sweep, the seeds, and published
 findings to check on the results.
 
 ```yaml
@@ -15,9 +15,10 @@ axes:                                    # every combination of one value per ax
   defense:
     fedavg: {defense_args: {enable_defense: false}}
     m-krum: {defense_args: {enable_defense: true, defense_type: krum, ...}}
-claims:                                  # the paper's findings, checked on the numbers
+claims:                                  # published findings, checked on the numbers
   - claim: "m-Krum restores the accuracy lost to random Byzantine clients"
-    paper: holds                         # holds | fails: what the paper found
+    source: "FedMLSecurity (Han et al.), Exp3"   # who found it
+    expected: holds                      # holds | fails: what the source found
     metric: final_test_accuracy
     left: {attack: byzantine, defense: m-krum}
     op: ">="                             # >=, <=, >, <
@@ -84,7 +85,8 @@ class Cell:
 @dataclass(frozen=True)
 class Claim:
     claim: str
-    paper_holds: bool
+    source: str
+    expected_holds: bool
     metric: str
     left: dict[str, str]
     op: str
@@ -194,12 +196,16 @@ def _axes(where: str, raw: Any) -> dict[str, dict[str, dict[str, Any]]]:
 def _claim(where: str, index: int, raw: Any, matrix: MatrixConfig) -> Claim:
     at = f"matrix config {where!r}, claims[{index}]"
     raw = _mapping(where, f"claims[{index}]", raw)
-    valid = ("claim", "paper", "metric", "left", "op", "right", "value", "margin", "note")
+    valid = ("claim", "source", "expected", "metric", "left", "op", "right", "value", "margin",
+             "note")
     unknown = [k for k in raw if k not in valid]
     if unknown:
         raise ConfigError(f"{at}: unknown key {unknown[0]!r}; valid: {', '.join(valid)}")
-    if raw.get("paper") not in ("holds", "fails"):
-        raise ConfigError(f"{at}: paper={raw.get('paper')!r} must be 'holds' or 'fails'")
+    if raw.get("expected") not in ("holds", "fails"):
+        raise ConfigError(f"{at}: expected={raw.get('expected')!r} must be 'holds' or 'fails'")
+    if not isinstance(raw.get("source"), str) or not raw["source"]:
+        raise ConfigError(f"{at}: source (who found it, e.g. 'FedMLSecurity, Exp3') is "
+                          f"missing")
     if raw.get("metric") not in METRICS:
         raise ConfigError(f"{at}: metric={raw.get('metric')!r} is not valid; valid: "
                           f"{', '.join(METRICS)}")
@@ -214,7 +220,8 @@ def _claim(where: str, index: int, raw: Any, matrix: MatrixConfig) -> Claim:
     for selection in (left, right):
         if selection is not None:
             matrix.cell(selection)  # exactly one cell, or a clear error
-    return Claim(str(raw.get("claim", "")), raw["paper"] == "holds", raw["metric"], left,
+    return Claim(str(raw.get("claim", "")), raw["source"], raw["expected"] == "holds",
+                 raw["metric"], left,
                  raw["op"], right, float(raw["value"]) if "value" in raw else None,
                  float(raw.get("margin", 0.0)), str(raw.get("note", "")))
 

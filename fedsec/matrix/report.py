@@ -1,5 +1,5 @@
 """A matrix's report directory: table.md / table.csv, the figures, each cell's resolved config,
-and report.md tying them together with the paper's findings checked. Every number in it comes
+and report.md tying them together with published findings checked. Every number in it comes
 from the runs."""
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def write_report(matrix: MatrixConfig, results: list[CellResult], out: Path, see
         lines += [f"![{title}]({name})" for title, name in figures]
         lines += [""]
     if verdicts:
-        lines += ["## Against the paper", "", _verdict_table(verdicts)]
+        lines += ["## Against published findings", "", _verdict_table(verdicts)]
         notes = [v for v in verdicts if v.agrees is False and v.claim.note]
         for v in notes:
             lines += [f"- *{v.claim.claim}*: {v.claim.note.strip()}"]
@@ -68,7 +68,7 @@ def write_report(matrix: MatrixConfig, results: list[CellResult], out: Path, see
 
 
 def _verdict_table(verdicts: list[Verdict]) -> str:
-    rows = ["| finding | paper | here | |", "| --- | --- | --- | --- |"]
+    rows = ["| finding | source | there | here | |", "| --- | --- | --- | --- | --- |"]
     for v in verdicts:
         c = v.claim
         right = (" / ".join(c.right.values()) if c.right is not None else "")
@@ -77,8 +77,9 @@ def _verdict_table(verdicts: list[Verdict]) -> str:
                     f"{right + (': ' if right else '')}{v.right - c.margin:.4g}{margin}")
         here = {True: "holds", False: "fails", None: "no data"}[v.holds_here]
         verdict = {True: "agrees", False: "**disagrees**", None: "-"}[v.agrees]
-        rows.append(f"| {c.claim} ({c.metric}) | {'holds' if c.paper_holds else 'fails'} | "
-                    f"{here}: {compared} | {verdict} |")
+        rows.append(f"| {c.claim} ({c.metric}) | {c.source} | "
+                    f"{'holds' if c.expected_holds else 'fails'} | {here}: {compared} | "
+                    f"{verdict} |")
     return "\n".join(rows) + "\n"
 
 
