@@ -40,7 +40,24 @@ def _list(_: argparse.Namespace) -> int:
                 print(f"      {f.name} = {default!r}")
                 if f.metadata.get("doc"):
                     print(f"          {f.metadata['doc']}")
+    _list_models_and_data()
     return 0
+
+
+def _list_models_and_data() -> None:
+    from .data import DATASETS
+    from .models.registry import families
+
+    print("models (model_args.model; options beside it)")
+    for family in families():
+        also = f" (also: {', '.join(family.aliases)})" if family.aliases else ""
+        print(f"  {family.name}{also}  [{family.task}]")
+        print(f"      {family.description}")
+        for key, default in family.options().items():
+            print(f"      {key} = {default!r}")
+    print("datasets (data_args.dataset)")
+    for name, description in DATASETS.items():
+        print(f"  {name}: {description}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -80,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="what the installed native core was built with and can use"
                         ).set_defaults(handler=_info)
-    commands.add_parser("list", help="every attack and defense with its stages and parameters"
+    commands.add_parser("list", help="every attack, defense, model and dataset with its "
+                                     "parameters"
                         ).set_defaults(handler=_list)
     selftest = commands.add_parser(
         "selftest", help="check every aggregator on every usable backend against the references")

@@ -134,3 +134,14 @@ def test_cli_matrix_with_parallel_jobs(tmp_path):
 def test_bad_matrix_configs(tmp_path, extra, message):
     with pytest.raises(ConfigError, match=message):
         load_matrix(write_matrix(tmp_path, **extra))
+
+
+def test_every_shipped_paper_matrix_loads_with_every_cell_valid():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "configs" / "paper"
+    matrices = [p for p in sorted(folder.glob("*.yaml")) if "axes" in yaml.safe_load(p.read_text())]
+    assert len(matrices) >= 12
+    for path in matrices:
+        matrix = load_matrix(path)
+        assert matrix.cells and matrix.claims, path.name

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from flwr.app import Context
 
-from fedsec.security import Attacker, Federation, RoundContext, Stage, build_attack
+from ...security import Attacker, Federation, RoundContext, Stage, build_attack
 
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"

@@ -20,10 +20,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
-from fedsec.security import (Attacker, Defender, Federation, RoundContext, Stage,
-                             aggregate_round, build_attack, build_defense)
-
-from ...security import fedavg
+from ...security import (Attacker, Defender, Federation, RoundContext, Stage, aggregate_round,
+                         build_attack, build_defense, fedavg)
 from .metrics import to_metric_values
 
 EXCLUDED_KEY = "excluded_clients"
