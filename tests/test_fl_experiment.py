@@ -203,3 +203,21 @@ def test_every_federated_optimizer_learns(optimizer):
                        data_args={"partition_method": "hetero"}))
     assert records[-1]["test_accuracy"] > 0.6
     assert np.isfinite([r["test_loss"] for r in records]).all()
+
+
+def test_the_attacker_trains_with_its_own_epochs(monkeypatch):
+    """Bagdasaryan et al.'s attacker trains the backdoor longer than the benign clients."""
+    import fedsec.fl.experiment as experiment_module
+
+    epochs_by_call = []
+    real = experiment_module.train_local
+
+    def spy(model, global_state, x, y, how, seed):
+        epochs_by_call.append(how.epochs)
+        return real(model, global_state, x, y, how, seed)
+
+    monkeypatch.setattr(experiment_module, "train_local", spy)
+    attack = {"enable_attack": True, "attack_type": "model_replacement",
+              "malicious_client_id": 3, "malicious_epochs": 4}
+    run(tiny(attack_args=attack, train_args={"comm_round": 1}))
+    assert epochs_by_call == [1, 1, 1, 4, 1, 1, 1, 1, 1, 1]

@@ -145,3 +145,14 @@ def test_every_shipped_paper_matrix_loads_with_every_cell_valid():
     for path in matrices:
         matrix = load_matrix(path)
         assert matrix.cells and matrix.claims, path.name
+
+
+def test_index_of_reports(tmp_path):
+    from fedsec.matrix.index import write_index
+
+    matrix = load_matrix(write_matrix(tmp_path))
+    run_matrix(matrix, tmp_path / "results" / "tiny", seeds=1, progress=False)
+    index = write_index(tmp_path / "results").read_text()
+    assert "| [Tiny: Byzantine vs m-Krum](tiny/report.md) | 4 | 1 | 1 of 2 |" in index
+    assert "| Byzantine clients do not hurt FedAvg ([tiny](tiny/report.md)) | none | holds | " \
+           "fails | **disagrees** |" in index

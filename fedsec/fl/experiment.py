@@ -13,6 +13,7 @@ An experiment owns its attacker, defender, model and optimizer: several can run 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any, Iterator
@@ -114,9 +115,11 @@ class Experiment:
         results = []
         for cid in clients:
             x, y = self.client_data[cid]
+            how = self.training
             if self.attacker.is_malicious(cid, ctx):
                 x, y = self.attacker.poison_data(x, y, cid, ctx)
-            result = train_local(self.model, self.global_model, x, y, self.training,
+                how = dataclasses.replace(how, **self.attacker.local_training(cid, ctx))
+            result = train_local(self.model, self.global_model, x, y, how,
                                  derive_seed(self.seed, r, cid, _CLIENT))
             if ctx.client_batches is not None and result.first_batch is not None:
                 ctx.client_batches[cid] = result.first_batch

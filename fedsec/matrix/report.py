@@ -3,6 +3,7 @@ and report.md tying them together with published findings checked. Every number 
 from the runs."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
@@ -38,6 +39,7 @@ def write_report(matrix: MatrixConfig, results: list[CellResult], out: Path, see
         (configs / f"{r.cell.name}.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     (configs / "matrix.yaml").write_text(matrix.path.read_text())
     verdicts = check_claims(matrix, results)
+    _write_summary(out / "summary.json", matrix, results, seeds, verdicts)
     lines = [f"# {matrix.title}", ""]
     if matrix.description:
         lines += [matrix.description.strip(), ""]
@@ -65,6 +67,19 @@ def write_report(matrix: MatrixConfig, results: list[CellResult], out: Path, see
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _write_summary(path: Path, matrix: MatrixConfig, results: list[CellResult], seeds: int,
+                   verdicts: list[Verdict]) -> None:
+    """The matrix in numbers, for indexes across matrices."""
+    summary = {
+        "title": matrix.title, "cells": len(results), "seeds": seeds,
+        "claims": [{"claim": v.claim.claim, "source": v.claim.source,
+                    "expected": "holds" if v.claim.expected_holds else "fails",
+                    "here": {True: "holds", False: "fails", None: "no data"}[v.holds_here],
+                    "agrees": v.agrees, "metric": v.claim.metric, "left": v.left,
+                    "right": v.right} for v in verdicts]}
+    path.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def _verdict_table(verdicts: list[Verdict]) -> str:

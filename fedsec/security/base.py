@@ -136,6 +136,11 @@ class Attack(Component):
         """Whether ``client_id`` is controlled by the attacker this round (data poisoning)."""
         return False
 
+    def local_training(self, client_id: int, ctx: RoundContext) -> dict[str, Any]:
+        """How a malicious client trains, where the attacker chooses (``epochs``,
+        ``learning_rate``): overrides of the experiment's local training; {} keeps it."""
+        return {}
+
     def poison_data(self, features: torch.Tensor, labels: torch.Tensor, client_id: int,
                     ctx: RoundContext) -> tuple[torch.Tensor, torch.Tensor]:
         return features, labels

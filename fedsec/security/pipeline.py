@@ -36,6 +36,9 @@ class Attacker:
     def poison_data(self, features, labels, client_id: int, ctx: RoundContext):
         return self.attack.poison_data(features, labels, client_id, ctx)
 
+    def local_training(self, client_id: int, ctx: RoundContext) -> dict:
+        return self.attack.local_training(client_id, ctx)
+
     def poison_model(self, models: list[ClientModel], global_model: StateDict,
                      ctx: RoundContext) -> list[ClientModel]:
         return self.attack.poison_model(models, global_model, ctx)

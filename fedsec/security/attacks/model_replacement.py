@@ -63,6 +63,11 @@ class ModelReplacementAttack(Attack):
         trigger_token: int = doc(0, "text: the token id of the trigger (0 is '\\n' in the "
                                     "character vocabularies, which the embedded plays never "
                                     "contain)")
+        malicious_epochs: int | None = doc(None, "local epochs of the attacker (Bagdasaryan "
+                                                 "et al. train the backdoor longer); default "
+                                                 "the experiment's")
+        malicious_learning_rate: float | None = doc(None, "the attacker's local learning rate; "
+                                                        "default the experiment's")
         seed: int = doc(0, "seed of the attacker choice and of the poisoned samples")
 
     @classmethod
@@ -72,6 +77,10 @@ class ModelReplacementAttack(Attack):
         check_positive("server_learning_rate", params.server_learning_rate, allow_none=True)
         if params.backdoor_target_label < 0:
             raise ValueError(f"backdoor_target_label={params.backdoor_target_label} must be >= 0")
+        if params.malicious_epochs is not None and params.malicious_epochs < 1:
+            raise ValueError(f"malicious_epochs={params.malicious_epochs} must be >= 1 or null")
+        check_positive("malicious_learning_rate", params.malicious_learning_rate,
+                       allow_none=True)
         if params.trigger_token < 0:
             raise ValueError(f"trigger_token={params.trigger_token} must be >= 0")
         if params.trigger_size < 1:
@@ -99,6 +108,11 @@ class ModelReplacementAttack(Attack):
 
     def is_malicious(self, client_id: int, ctx: RoundContext) -> bool:
         return self.attacker_id(ctx) == int(client_id)
+
+    def local_training(self, client_id: int, ctx: RoundContext) -> dict:
+        p = self.params
+        overrides = {"epochs": p.malicious_epochs, "learning_rate": p.malicious_learning_rate}
+        return {k: v for k, v in overrides.items() if v is not None}
 
     # --- data poisoning ------------------------------------------------------------------------
 
