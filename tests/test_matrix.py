@@ -156,3 +156,13 @@ def test_index_of_reports(tmp_path):
     assert "| [Tiny: Byzantine vs m-Krum](tiny/report.md) | 4 | 1 | 1 of 2 |" in index
     assert "| Byzantine clients do not hurt FedAvg ([tiny](tiny/report.md)) | none | holds | " \
            "fails | **disagrees** |" in index
+
+
+def test_docs_list_every_claim_metric():
+    from pathlib import Path
+
+    from fedsec.matrix.config import METRICS
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "experiments.md").read_text()
+    listed = doc[doc.index("Metrics a claim can name"):]
+    assert all(f"`{m}`" in listed for m in METRICS)

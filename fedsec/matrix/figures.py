@@ -3,11 +3,14 @@ seeds, shaded +- one standard deviation). With two or more axes, one panel per v
 first axis."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..fl.plot import METRIC_LABELS
 from .config import MatrixConfig
 from .results import CellResult
+
+PANELS_PER_ROW = 3
 
 
 def plot_matrix(matrix: MatrixConfig, results: list[CellResult], metric: str, out: Path
@@ -16,15 +19,20 @@ def plot_matrix(matrix: MatrixConfig, results: list[CellResult], metric: str, ou
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     curves = [(r, *r.curve(metric)) for r in results]
     if not any(len(c[1]) for c in curves):
         return None
     axes = list(matrix.axes)
     panels = list(matrix.axes[axes[0]]) if len(axes) > 1 else [None]
-    fig, subplots = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), dpi=110,
+    cols = min(len(panels), PANELS_PER_ROW)
+    rows = math.ceil(len(panels) / cols)
+    fig, subplots = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), dpi=110,
                                  squeeze=False, sharey=True)
-    for ax, panel in zip(subplots[0], panels):
+    for ax in subplots.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, panel in zip(subplots.flat, panels):
         for result, rounds, mean, std in curves:
             if panel is not None and result.cell.value(axes[0]) != panel:
                 continue
@@ -37,9 +45,13 @@ def plot_matrix(matrix: MatrixConfig, results: list[CellResult], metric: str, ou
                             linewidth=0)
         ax.set_title(f"{axes[0]}: {panel}" if panel is not None else matrix.title, fontsize=9)
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if metric.endswith("accuracy"):
+            ax.set_ylim(0.0, 1.0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    subplots[0][0].set_ylabel(METRIC_LABELS.get(metric, metric))
+    for row in subplots:
+        row[0].set_ylabel(METRIC_LABELS.get(metric, metric))
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
