@@ -113,6 +113,7 @@ class Experiment:
         clients = self.sample_clients(r)
         ctx = self._context(r, clients)
         results = []
+        train_start = time.perf_counter()
         for cid in clients:
             x, y = self.client_data[cid]
             how = self.training
@@ -124,6 +125,7 @@ class Experiment:
             if ctx.client_batches is not None and result.first_batch is not None:
                 ctx.client_batches[cid] = result.first_batch
             results.append(result)
+        train_time = time.perf_counter() - train_start
         models = self.optimizer.uploads(results, self.global_model)
         new_global = aggregate_round(self.attacker, self.defender, models, self.global_model,
                                      ctx, fedavg, self.optimizer.step)
@@ -138,8 +140,11 @@ class Experiment:
                                                f"is kept")
         record["train_loss"] = _weighted_mean([x.train_loss for x in results],
                                               [x.num_samples for x in results])
+        record["train_time_s"] = train_time
         if self._evaluates(r):
+            eval_start = time.perf_counter()
             record.update(self.evaluate())
+            record["eval_time_s"] = time.perf_counter() - eval_start
         record["round_time_s"] = time.perf_counter() - start
         self.round += 1
         return record

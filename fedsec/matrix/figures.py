@@ -49,7 +49,8 @@ def plot_matrix(matrix: MatrixConfig, results: list[CellResult], metric: str, ou
         if metric.endswith("accuracy"):
             ax.set_ylim(0.0, 1.0)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.lines:
+            ax.legend(fontsize=7)
     for row in subplots:
         row[0].set_ylabel(METRIC_LABELS.get(metric, metric))
     fig.tight_layout()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ VERDICT = {True: "agrees", False: "**disagrees**", None: "-"}
 def write_index(folder: Path) -> Path:
     """README.md in ``folder`` for every ``*/summary.json`` written by ``fedsec matrix``."""
     rows, findings = [], []
-    for path in sorted(folder.glob("*/summary.json")):
+    for path in sorted(folder.glob("*/summary.json"), key=_natural):
         summary = json.loads(path.read_text())
         claims = summary["claims"]
         agree = sum(c["agrees"] is True for c in claims)
@@ -25,8 +26,11 @@ def write_index(folder: Path) -> Path:
                      f"{c['expected']} | {c['here']} | {VERDICT[c['agrees']]} |" for c in claims]
     lines = ["# Benchmark results", "",
              "The matrices of configs/paper/ (FedMLSecurity's experiments at CPU scale, and the "
-             "adaptive attacks). Every number here and in the reports comes from the runs; "
-             "`bash docs/results/regenerate.sh` runs them all again.", "",
+             "adaptive attacks). Every number here and in the reports comes from the runs, "
+             "whose records are kept beside each report (`cells/<cell>/seed<k>/`: the resolved "
+             "config, one JSON record per round, the summary); "
+             "`bash docs/results/regenerate.sh` rebuilds the reports from them and runs what "
+             "is missing (delete a matrix's folder to run it again).", "",
              "| matrix | cells | seeds | findings that agree |", "| --- | --- | --- | --- |",
              *rows, "", "## Every finding checked", "",
              "| finding | source | there | here | |", "| --- | --- | --- | --- | --- |",
@@ -34,6 +38,12 @@ def write_index(folder: Path) -> Path:
     out = folder / "README.md"
     out.write_text("\n".join(lines))
     return out
+
+
+def _natural(path: Path) -> list:
+    """exp2 before exp10: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part
+            for part in re.split(r"(\d+)", path.parent.name)]
 
 
 def main(argv: list[str] | None = None) -> int:

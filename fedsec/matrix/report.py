@@ -49,7 +49,12 @@ def write_report(matrix: MatrixConfig, results: list[CellResult], out: Path, see
               f"{len(results)} cells x {seeds} seeds; each number is the mean ± standard "
               f"deviation over the seeds. fedsec {__version__}, torch {torch.__version__}, "
               f"{platform.machine()} CPU, {os.cpu_count()} cores.", "",
-              "## Results", "", table]
+              "## Results", "", table,
+              "Attackers / benign excluded: the share of the malicious / honest clients' "
+              "participations that the defense left out of the aggregation (rules that combine "
+              "every client, such as the coordinate-wise median or RFA, leave none out whole). "
+              "Aggregation time: the defense, the aggregation and the server step, per round.",
+              ""]
     if figures:
         lines += ["## Figures", ""]
         lines += [f"![{title}]({name})" for title, name in figures]
