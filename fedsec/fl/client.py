@@ -59,14 +59,16 @@ def train_local(model: torch.nn.Module, global_state: StateDict, features: torch
     anchors = ([p.detach().clone() for p in model.parameters()] if how.proximal_mu > 0
                else None)
     n = features.shape[0]
-    steps, loss_sum, first = 0, 0.0, None
+    steps, first = 0, None
+    # summed on the device, so a GPU is not synchronised every step
+    loss_sum = torch.zeros((), dtype=torch.float64, device=features.device)
     for _ in range(how.epochs):
         perm = torch.randperm(n, generator=order).to(features.device)
         for start in range(0, n, how.batch_size):
             batch = perm[start:start + how.batch_size]
-            x, y = features[batch], labels[batch]
+            x, y = features[batch], labels[batch]  # indexing copies: x, y are the batch's own
             if first is None:
-                first = (x.detach().clone(), y.detach().clone())
+                first = (x, y)
             loss = classification_loss(model(x), y)
             total = loss
             if anchors is not None:
@@ -76,9 +78,9 @@ def train_local(model: torch.nn.Module, global_state: StateDict, features: torch
             total.backward()
             opt.step()
             steps += 1
-            loss_sum += float(loss.detach())
+            loss_sum += loss.detach()
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return LocalResult(n, state, steps, loss_sum / max(steps, 1), first)
+    return LocalResult(n, state, steps, float(loss_sum) / max(steps, 1), first)
 
 
 def sgd_normalizer(steps: int, learning_rate: float, momentum: float = 0.0,

@@ -7,8 +7,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..security.base import IGNORE_LABEL
+
 EVAL_BATCH = 1024
-IGNORE = -100  # torch's ignore_index: labels that are not scored
 
 
 @torch.no_grad()
@@ -22,8 +23,9 @@ def evaluate(model: torch.nn.Module, features: torch.Tensor, labels: torch.Tenso
         logits = model(features[start:start + EVAL_BATCH])
         y = labels[start:start + EVAL_BATCH].reshape(-1)
         flat = logits.reshape(-1, logits.shape[-1])
-        scored = y != IGNORE
-        loss_sum += float(F.cross_entropy(flat, y, reduction="sum", ignore_index=IGNORE))
+        scored = y != IGNORE_LABEL
+        loss_sum += float(F.cross_entropy(flat, y, reduction="sum",
+                                          ignore_index=IGNORE_LABEL))
         correct += int(((flat.argmax(-1) == y) & scored).sum())
         count += int(scored.sum())
     if count == 0:

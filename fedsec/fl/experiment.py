@@ -130,8 +130,8 @@ class Experiment:
         new_global = aggregate_round(self.attacker, self.defender, models, self.global_model,
                                      ctx, fedavg, self.optimizer.step)
         rejected = _non_finite_entries(new_global)
-        if not rejected:
-            self.global_model = {k: v.detach().clone() for k, v in new_global.items()}
+        if not rejected:  # nothing writes into a global model in place: no copy needed
+            self.global_model = new_global
         record: dict[str, Any] = {"round": r, "clients": clients}
         record.update(_jsonable(ctx.metrics))
         if rejected:
@@ -155,7 +155,7 @@ class Experiment:
 
     def evaluate(self) -> dict[str, float]:
         """Test metrics of the global model (and the backdoor's success rate, if any)."""
-        model = self.new_model()
+        model = self.model  # the clients' training model: each client reloads it anyway
         model.load_state_dict(self.global_model)
         out = evaluate(model, *self.test)
         if self.backdoor_test is not None:

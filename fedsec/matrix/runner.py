@@ -14,11 +14,9 @@ from concurrent.futures import ProcessPoolExecutor, wait, FIRST_COMPLETED
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
-from ..fl.config import parse_config
 from ..fl.run_dir import SUMMARY, RunDir
 from ..fl.runner import run_experiment
 from .config import Cell, MatrixConfig
@@ -84,32 +82,24 @@ def _run_job(job: Job, on_round) -> None:
         raise ValueError(f"cell {job.cell.label}, seed {job.seed} ({job.out}): {exc}") from exc
 
 
-def _worker(raw: dict[str, Any], out: str, ticks) -> None:
+def _worker(job: Job, ticks) -> None:
+    """One run in a worker process, a tick on ``ticks`` per finished round."""
     import torch
 
     torch.set_num_threads(1)
-    config = parse_config(raw)
-    run_experiment(config, out, resume=RunDir(out).holds_run(), progress=False,
-                   on_round=lambda _: ticks.put(1))
+    _run_job(job, lambda _: ticks.put(1))
 
 
 def _run_parallel(pending: list[Job], jobs: int, bar: tqdm, todo: list[Job]) -> None:
     context = get_context("spawn")  # no fork of a process holding torch's thread pools
     with context.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=context) as pool:
         ticks = manager.Queue()
-        futures = {pool.submit(_worker, j.cell.raw_with_seed(j.seed), str(j.out), ticks): j
-                   for j in pending}
-        remaining = set(futures)
+        remaining = {pool.submit(_worker, job, ticks) for job in pending}
         while remaining:
             finished, remaining = wait(remaining, timeout=0.2, return_when=FIRST_COMPLETED)
             _drain(ticks, bar)
             for future in finished:
-                job = futures[future]
-                try:
-                    future.result()
-                except ValueError as exc:
-                    raise ValueError(f"cell {job.cell.label}, seed {job.seed} ({job.out}): "
-                                     f"{exc}") from exc
+                future.result()  # a failed run raises here, its cell named
             bar.set_postfix_str(f"{sum(j.done() for j in todo)}/{len(todo)} runs done")
         _drain(ticks, bar)
 

@@ -24,6 +24,9 @@ import numpy as np
 import torch
 
 StateDict = dict[str, torch.Tensor]
+# A label that is not scored (torch's cross_entropy ignore_index), e.g. the positions of a
+# language model's window other than the one a backdoor targets.
+IGNORE_LABEL = -100
 ClientModel = tuple[float, StateDict]  # (sample count, local model), as FedML's W_l entries
 
 

@@ -7,13 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
+from ..base import (IGNORE_LABEL, Attack, ClientModel, Federation, RoundContext, Stage,
+                    StateDict)
 from ..registry import register_attack
 from ._common import (check_fraction, check_positive, doc, map_floats, report_malicious,
                       seeded_rng)
-
-
-IGNORE = -100  # torch's cross_entropy ignore_index: a label that is not scored
 
 
 @register_attack("model_replacement", "model_replacement_backdoor", "backdoor")
@@ -163,13 +161,13 @@ class ModelReplacementAttack(Attack):
     def _relabel(self, labels: torch.Tensor) -> torch.Tensor:
         """Labels of triggered samples: the target; for a language model's shifted window the
         positions that predict the trigger tokens predict them, and the last the target."""
-        out = torch.full_like(labels, self.params.backdoor_target_label)
-        if labels.dim() == 2:
-            out = labels.clone()
-            length = labels.shape[1]
-            out[:, max(length - self.params.trigger_size - 1, 0):length - 1] = \
-                self.params.trigger_token
-            out[:, -1] = self.params.backdoor_target_label
+        if labels.dim() == 1:
+            return torch.full_like(labels, self.params.backdoor_target_label)
+        out = labels.clone()
+        length = labels.shape[1]
+        out[:, max(length - self.params.trigger_size - 1, 0):length - 1] = \
+            self.params.trigger_token
+        out[:, -1] = self.params.backdoor_target_label
         return out
 
     def backdoor_test_set(self, features: torch.Tensor, labels: torch.Tensor
@@ -183,7 +181,7 @@ class ModelReplacementAttack(Attack):
         x = self.stamp_trigger(features[keep])
         y = torch.full_like(labels[keep], self.params.backdoor_target_label)
         if labels.dim() == 2:
-            y[:, :-1] = IGNORE
+            y[:, :-1] = IGNORE_LABEL
         return x, y
 
     # --- model poisoning -----------------------------------------------------------------------
