@@ -1,6 +1,8 @@
 """fedsec: federated-learning security benchmark with a fast native robust-aggregation core."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 
 def _prefer_installed_build() -> None:
     """Run the installed build when this is an unbuilt source checkout.
@@ -25,16 +27,43 @@ def _prefer_installed_build() -> None:
 
 _prefer_installed_build()
 
-from .aggregators import (bulyan, centered_clip, geometric_median, krum, krum_scores, mean,
-                          median, trimmed_mean)
-from .build import build_info, set_num_threads
-from .errors import CudaUnavailableError, NonFiniteUpdateError
-from .info import AggregationInfo
-
 __version__ = "0.1.0"
 
-__all__ = [
-    "mean", "median", "trimmed_mean", "krum_scores", "krum", "geometric_median", "bulyan",
-    "centered_clip", "AggregationInfo", "NonFiniteUpdateError", "CudaUnavailableError",
-    "build_info", "set_num_threads", "__version__",
-]
+# The public names, imported on first use (PEP 562): `fedsec --help` and other commands that do
+# not aggregate start without importing torch (about 3 s here).
+_EXPORTS = {
+    "mean": "aggregators", "median": "aggregators", "trimmed_mean": "aggregators",
+    "krum_scores": "aggregators", "krum": "aggregators", "geometric_median": "aggregators",
+    "bulyan": "aggregators", "centered_clip": "aggregators", "AggregationInfo": "info",
+    "NonFiniteUpdateError": "errors", "CudaUnavailableError": "errors", "build_info": "build",
+    "set_num_threads": "build",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    from importlib import import_module
+    from importlib.util import find_spec
+
+    module = _EXPORTS.get(name)
+    if module is not None:
+        value = getattr(import_module(f".{module}", __name__), name)
+    elif not name.startswith("_") and find_spec(f"{__name__}.{name}") is not None:
+        value = import_module(f".{name}", __name__)  # a submodule, e.g. fedsec.reference
+    else:
+        raise AttributeError(f"module 'fedsec' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:
+    from .aggregators import (bulyan, centered_clip, geometric_median, krum, krum_scores, mean,
+                              median, trimmed_mean)
+    from .build import build_info, set_num_threads
+    from .errors import CudaUnavailableError, NonFiniteUpdateError
+    from .info import AggregationInfo

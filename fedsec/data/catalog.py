@@ -67,7 +67,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, target
     folder = None
     if entry.expects is not None:
         if data_dir is None:
-            raise DataError(f"{name} is not shipped with fedsec: pass data_dir, "
+            raise DataError(f"{name} is not shipped with fedsec: pass data_dir "
+                            f"(data_args.data_cache_dir in a config); expected "
                             f"{entry.expects}")
         if not isinstance(data_dir, (str, os.PathLike)):
             raise TypeError(f"data_dir={data_dir!r} must be a path (str or os.PathLike)")

@@ -9,10 +9,10 @@ from .dataset import DataError
 def data_folder(data_dir: Path, dataset: str, expects: str) -> Path:
     """``data_dir`` itself, once it is known to be an existing folder."""
     if not data_dir.exists():
-        raise DataError(f"{dataset}: data_dir {data_dir} does not exist; expected a folder "
+        raise DataError(f"{dataset}: data_dir (data_args.data_cache_dir) {data_dir} does not exist; expected a folder "
                         f"holding {expects}")
     if not data_dir.is_dir():
-        raise DataError(f"{dataset}: data_dir {data_dir} is not a folder; expected a folder "
+        raise DataError(f"{dataset}: data_dir (data_args.data_cache_dir) {data_dir} is not a folder; expected a folder "
                         f"holding {expects}")
     return data_dir
 

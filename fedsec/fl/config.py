@@ -144,8 +144,9 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
-    if raw is None:
-        raw = {}
+    if not raw:
+        raise ConfigError(f"config file {str(path)!r} is empty; give at least one section "
+                          f"(e.g. train_args), or run a shipped config such as 'default'")
     if not isinstance(raw, Mapping):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections; got "
                           f"{type(raw).__name__}")
@@ -164,7 +165,12 @@ def apply_overrides(raw: Mapping, overrides: list[str] | tuple[str, ...]) -> dic
         current = out.setdefault(section, {})
         if not isinstance(current, dict):
             raise ConfigError(f"override {item!r}: {section} is not a mapping in the config")
-        current[key] = yaml.safe_load(text)
+        try:
+            current[key] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            reason = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(f"override {item!r}: the value {text!r} is not valid YAML "
+                              f"({reason}); quote it to pass a string") from None
     return out
 
 
@@ -182,8 +188,8 @@ def parse_config(raw: Mapping) -> ExperimentConfig:
         sections[name] = _section(name, cls, body)
     train: TrainArgs = sections["train_args"]
     _check(sections)
-    federation = Federation(train.client_num_in_total, train.client_num_per_round)
     try:
+        federation = Federation(train.client_num_in_total, train.client_num_per_round)
         attack = parse_component(Attack, raw.get("attack_args"), federation)
         defense = parse_component(Defense, raw.get("defense_args"), federation)
     except ValueError as exc:
@@ -226,11 +232,6 @@ def _check(sections: dict[str, Any]) -> None:
                           f"client_optimizer={train.client_optimizer!r} must be 'sgd'")
     _at_least("data_args.sequence_length", data.sequence_length, 1)
     _positive("data_args.partition_alpha", data.partition_alpha)
-    _at_least("train_args.client_num_in_total", train.client_num_in_total, 1)
-    _at_least("train_args.client_num_per_round", train.client_num_per_round, 1)
-    if train.client_num_per_round > train.client_num_in_total:
-        raise ConfigError(f"train_args.client_num_per_round={train.client_num_per_round} must "
-                          f"be <= client_num_in_total={train.client_num_in_total}")
     for key in ("comm_round", "epochs", "batch_size"):
         _at_least(f"train_args.{key}", getattr(train, key), 1)
     for key in ("learning_rate", "server_lr", "server_tau"):

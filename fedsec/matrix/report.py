@@ -83,7 +83,7 @@ def _write_summary(path: Path, matrix: MatrixConfig, results: list[CellResult], 
                     "expected": "holds" if v.claim.expected_holds else "fails",
                     "here": {True: "holds", False: "fails", None: "no data"}[v.holds_here],
                     "agrees": v.agrees, "metric": v.claim.metric, "left": v.left,
-                    "right": v.right} for v in verdicts]}
+                    "right": v.right, "seeds": v.seeds} for v in verdicts]}
     path.write_text(json.dumps(summary, indent=2) + "\n")
 
 
@@ -96,6 +96,8 @@ def _verdict_table(verdicts: list[Verdict]) -> str:
         compared = (f"{' / '.join(c.left.values())}: {v.left:.4g} {c.op} "
                     f"{right + (': ' if right else '')}{v.right - c.margin:.4g}{margin}")
         here = {True: "holds", False: "fails", None: "no data"}[v.holds_here]
+        if v.single_seed:
+            here += " (one seed: no spread to judge by)"
         verdict = {True: "agrees", False: "**disagrees**", None: "-"}[v.agrees]
         rows.append(f"| {c.claim} ({c.metric}) | {c.source} | "
                     f"{'holds' if c.expected_holds else 'fails'} | {here}: {compared} | "

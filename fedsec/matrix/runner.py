@@ -51,9 +51,12 @@ def run_matrix(matrix: MatrixConfig, out: str | os.PathLike, *, seeds: int | Non
     """Run the missing runs of ``matrix`` into ``out`` and write its report; returns the
     per-cell results."""
     out = Path(out)
-    seeds = seeds or matrix.seeds
-    if jobs < 1:
-        raise ValueError(f"jobs={jobs} must be >= 1")
+    seeds = matrix.seeds if seeds is None else seeds
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds={seeds!r} must be an integer >= 1 (None: the matrix's "
+                         f"{matrix.seeds})")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs={jobs!r} must be an integer >= 1")
     todo = jobs_of(matrix, out, seeds)
     pending = [j for j in todo if not j.done()]
     total = sum(j.rounds for j in todo)

@@ -41,10 +41,20 @@ class Stage(enum.Enum):
 
 @dataclass(frozen=True)
 class Federation:
-    """What a component may check its parameters against."""
+    """What a component may check its parameters against. Checked here, so the YAML config,
+    the FedML facade and the Flower strategy refuse the same impossible federations."""
 
     client_num_in_total: int
     client_num_per_round: int
+
+    def __post_init__(self) -> None:
+        for key in ("client_num_in_total", "client_num_per_round"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"train_args.{key}={value!r} must be an integer >= 1")
+        if self.client_num_per_round > self.client_num_in_total:
+            raise ValueError(f"train_args.client_num_per_round={self.client_num_per_round} "
+                             f"must be <= client_num_in_total={self.client_num_in_total}")
 
 
 @dataclass

@@ -8,6 +8,7 @@ lists the valid ones), wrong types, and values the component rejects for this fe
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -75,8 +76,36 @@ def parse_component(base: type, args: Mapping | None, federation: Federation
                              f"valid keys: {valid}")
         values[key] = coerce(f"{section}.{key}", value, hints[key])
     params = cls.Params(**values)
-    cls.validate(params, federation)
+    try:
+        cls.validate(params, federation)
+    except ValueError as exc:
+        raise ValueError(_in_section(str(exc), section, cls.name, fields)) from None
     return ComponentSpec(cls, params)
+
+
+# Exponent forms that PyYAML (YAML 1.1) reads as strings: it wants a dot and a signed exponent.
+_EXPONENT_FORM = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _described(value: Any) -> str:
+    """``value`` as a wrong integer, with what the user probably meant."""
+    if isinstance(value, float):
+        return f"the float {value!r} (write integers without a decimal point or exponent)"
+    if isinstance(value, str) and _EXPONENT_FORM.fullmatch(value.strip()):
+        return (f"the string {value!r} (YAML reads exponent forms such as 1e12 as text; write "
+                f"the integer out in digits)")
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return f"the string {value!r} (written in quotes; drop them)"
+    return repr(value)
+
+
+def _in_section(message: str, section: str, name: str, fields: set[str]) -> str:
+    """A component's ``validate`` message placed in its YAML section: "key=..." becomes
+    "defense_args.key=...", anything else is prefixed with the section and component."""
+    key = message.split("=", 1)[0]
+    if key in fields:
+        return f"{section}.{message}"
+    return f"{section} ({name}): {message}"
 
 
 def coerce(where: str, value: Any, annotation: Any) -> Any:
@@ -104,7 +133,7 @@ def coerce(where: str, value: Any, annotation: Any) -> Any:
         return value
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{where} must be an integer; got {value!r}")
+            raise ValueError(f"{where} must be an integer; got {_described(value)}")
         return value
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
