@@ -61,13 +61,27 @@ def _list_models_and_data() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .fl import load_config, resolve_config, run_experiment
+    import shlex
+
+    from .fl import RunDir, load_config, resolve_config, run_experiment
 
     path = resolve_config(args.config)
     config = load_config(path, args.set)
     out = args.out or str(Path("runs") / path.stem)
-    summary = run_experiment(config, out, resume=args.resume, overwrite=args.overwrite,
-                             progress=not args.quiet)
+    try:
+        summary = run_experiment(config, out, resume=args.resume, overwrite=args.overwrite,
+                                 progress=not args.quiet)
+    except KeyboardInterrupt:  # Ctrl-C: every finished round is already on disk
+        again = shlex.join(["fedsec", "run", args.config, "--out", out,
+                            *(part for item in args.set for part in ("--set", item))])
+        done = RunDir(out).rounds_done()
+        if done:
+            print(f"interrupted: rounds 0-{done - 1} are saved in {out}; continue with: "
+                  f"{again} --resume", file=sys.stderr)
+        else:
+            print(f"interrupted before round 0 was saved in {out}; start again with: {again}",
+                  file=sys.stderr)
+        return 130
     print(json.dumps(summary, indent=2))
     print(f"results in {out}/ (metrics.jsonl, summary.json, accuracy.png)")
     return 0

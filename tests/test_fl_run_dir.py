@@ -7,13 +7,18 @@ import json
 import pytest
 import torch
 
-from fedsec.fl.run_dir import CHECKPOINT, METRICS, RunDir, RunDirError
+from fedsec.fl.run_dir import METRICS, RunDir, RunDirError
 
 CONFIG = {"train_args": {"comm_round": 3, "learning_rate": 0.1}, "attack_args": {}}
 
 
 def _checkpoint(r):
     return {"round": r, "global_model": {"w": torch.full((2,), float(r))}}
+
+
+def _drop_last_line(path):
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]))
 
 
 def test_new_run_writes_the_config_and_returns_no_checkpoint(tmp_path):
@@ -29,7 +34,7 @@ def test_rounds_are_appended_and_checkpointed(tmp_path):
         run.save_round(_checkpoint(r), {"round": r, "test_accuracy": 0.5 + r})
     assert [x["round"] for x in run.records()] == [0, 1]
     ckpt = run.load_checkpoint()
-    assert ckpt["round"] == 1 and ckpt["record"]["test_accuracy"] == 1.5
+    assert ckpt["round"] == 1 and [r["test_accuracy"] for r in ckpt["records"]] == [0.5, 1.5]
 
 
 def test_an_existing_run_is_never_silently_replaced(tmp_path):
@@ -44,7 +49,9 @@ def test_an_existing_run_is_never_silently_replaced(tmp_path):
 
 
 def test_resume_with_another_config_names_the_difference(tmp_path):
-    RunDir(tmp_path).open(CONFIG, resume=False, overwrite=False)
+    run = RunDir(tmp_path)
+    run.open(CONFIG, resume=False, overwrite=False)
+    run.save_round(_checkpoint(0), {"round": 0})
     other = {"train_args": {"comm_round": 3, "learning_rate": 0.2}, "attack_args": {}}
     with pytest.raises(RunDirError, match=r"train_args.learning_rate: 0.1 in the run, 0.2 now"):
         RunDir(tmp_path).open(other, resume=True, overwrite=False)
@@ -54,9 +61,9 @@ def test_kill_between_checkpoint_and_record_restores_the_record(tmp_path):
     run = RunDir(tmp_path)
     run.open(CONFIG, resume=False, overwrite=False)
     run.save_round(_checkpoint(0), {"round": 0, "test_accuracy": 0.25})
+    run.save_round(_checkpoint(1), {"round": 1, "test_accuracy": 0.75})
     # Round 1 was checkpointed, then the process died before appending its record.
-    torch.save({**_checkpoint(1), "record": {"round": 1, "test_accuracy": 0.75}},
-               tmp_path / CHECKPOINT)
+    _drop_last_line(tmp_path / METRICS)
     ckpt = RunDir(tmp_path).open(CONFIG, resume=True, overwrite=False)
     assert ckpt["round"] == 1
     assert [r["test_accuracy"] for r in RunDir(tmp_path).records()] == [0.25, 0.75]
@@ -66,7 +73,8 @@ def test_a_record_cut_off_mid_line_is_replaced_from_the_checkpoint(tmp_path):
     run = RunDir(tmp_path)
     run.open(CONFIG, resume=False, overwrite=False)
     run.save_round(_checkpoint(0), {"round": 0, "x": 1})
-    torch.save({**_checkpoint(1), "record": {"round": 1, "x": 2}}, tmp_path / CHECKPOINT)
+    run.save_round(_checkpoint(1), {"round": 1, "x": 2})
+    _drop_last_line(tmp_path / METRICS)
     with (tmp_path / METRICS).open("a") as f:
         f.write('{"round": 1, "x"')  # the kill came mid-write
     RunDir(tmp_path).open(CONFIG, resume=True, overwrite=False)

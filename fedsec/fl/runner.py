@@ -19,24 +19,29 @@ def run_experiment(config: ExperimentConfig, out: str | os.PathLike, *, resume: 
                    overwrite: bool = False, progress: bool = True,
                    on_round: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run ``config`` into ``out`` (or continue it there with ``resume``); returns the summary
-    (also written to summary.json). ``on_round`` sees each record once it is on disk."""
+    (also written to summary.json). ``on_round`` sees each record once it is on disk. The
+    directory is locked for the whole run; nothing is written to it before the model and the
+    data are built, so a config that fails leaves it as it was."""
     run_dir = RunDir(out)
-    checkpoint = run_dir.open(config.to_dict(), resume=resume, overwrite=overwrite)
+    settings = config.to_dict()
+    run_dir.check(settings, resume=resume, overwrite=overwrite)  # refuse before loading data
     experiment = Experiment(config)
-    if checkpoint is not None:
-        experiment.load_state_dict(checkpoint)
-    total = config.train.comm_round
-    with tqdm(total=total, initial=experiment.round, desc=run_dir.path.name, unit="round",
-              disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
-        for record in experiment.rounds():
-            run_dir.save_round(experiment.state_dict(), record)
-            bar.set_postfix_str(progress_text(record))
-            bar.update(1)
-            if on_round is not None:
-                on_round(record)
-    summary = summarize(config, run_dir.records())
-    run_dir.write_summary(summary)
-    plot_runs([run_dir.path], run_dir.file(PLOT))
+    with run_dir.lock():
+        checkpoint = run_dir.open(settings, resume=resume, overwrite=overwrite)
+        if checkpoint is not None:
+            experiment.load_state_dict(checkpoint)
+        total = config.train.comm_round
+        with tqdm(total=total, initial=experiment.round, desc=run_dir.path.name, unit="round",
+                  disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+            for record in experiment.rounds():
+                run_dir.save_round(experiment.state_dict(), record)
+                bar.set_postfix_str(progress_text(record))
+                bar.update(1)
+                if on_round is not None:
+                    on_round(record)
+        summary = summarize(config, run_dir.records())
+        run_dir.write_summary(summary)
+        plot_runs([run_dir.path], run_dir.file(PLOT))
     return summary
 
 
