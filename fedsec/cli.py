@@ -1,4 +1,8 @@
-"""The `fedsec` command."""
+"""fedsec: a federated-learning security benchmark with a native robust-aggregation core.
+
+Runs FL experiments with attacks and defenses injected at the stages of training (FedML-style
+YAML), sweeps attack x defense matrices over seeds, and checks its C++/CUDA aggregators against
+float64 references."""
 from __future__ import annotations
 
 import argparse
@@ -8,11 +12,34 @@ import sys
 from pathlib import Path
 
 
-def _info(_: argparse.Namespace) -> int:
+def _info(args: argparse.Namespace) -> int:
     from .build import build_info
 
-    print(json.dumps(build_info(), indent=2))
+    info = build_info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"fedsec {info['version']}")
+    if not info["native"]:
+        print(f"native core: not loaded ({info['native_error']}); aggregation runs on torch")
+        return 0
+    print(f"native core: loaded; CPU kernels {info['cpu_isa']}, {info['num_threads']} threads")
+    if not info["cuda_built"]:
+        print("CUDA: not built into this installation (rebuild with nvcc on the PATH, or "
+              "FEDSEC_CUDA=ON, for GPU kernels)")
+    elif info["cuda_devices"]:
+        print(f"CUDA: built; {info['cuda_devices']} usable device(s)")
+    else:
+        print(f"CUDA: built, but no usable GPU: {_plain_cuda_status(info['cuda_status'])}")
     return 0
+
+
+def _plain_cuda_status(status: str) -> str:
+    """The CUDA runtime's reason in plain words, the runtime's own text beside it."""
+    plain = {"cudaErrorNoDevice": "no GPU found",
+             "cudaErrorInsufficientDriver": "no CUDA driver (or one too old for CUDA 13)"}
+    name = status.split(":", 1)[0]
+    return f"{plain[name]} ({status})" if name in plain else status
 
 
 def _selftest(args: argparse.Namespace) -> int:
@@ -106,11 +133,29 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fedsec", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="fedsec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  fedsec run                      the main job (configs/default.yaml)\n"
+               "  fedsec run my.yaml --set train_args.comm_round=5\n"
+               "  fedsec matrix paper/exp3_byzantine --seeds 3\n"
+               "  fedsec list                     attacks, defenses, models, datasets\n"
+               "  fedsec selftest                 the native core against the references")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("info", help="what the installed native core was built with and can use"
-                        ).set_defaults(handler=_info)
+    info = commands.add_parser("info", help="what the installed native core was built with and "
+                                            "can use")
+    info.add_argument("--json", action="store_true", help="fedsec.build_info() as JSON")
+    info.set_defaults(handler=_info)
     commands.add_parser("list", help="every attack, defense, model and dataset with its "
                                      "parameters"
                         ).set_defaults(handler=_list)
@@ -137,9 +182,11 @@ def main(argv: list[str] | None = None) -> int:
                                                 "and write its table, figures and report")
     matrix.add_argument("config", help="a matrix YAML file or shipped name "
                                        "(e.g. paper/exp3_byzantine)")
-    matrix.add_argument("--seeds", type=int, help="seeds per cell (default: the config's)")
+    matrix.add_argument("--seeds", type=_positive_int, help="seeds per cell, >= 1 (default: "
+                                                            "the config's)")
     matrix.add_argument("--out", help="output directory (default: results/<matrix name>)")
-    matrix.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
+    matrix.add_argument("--jobs", type=_positive_int, default=1,
+                        help="runs in parallel processes, >= 1")
     matrix.add_argument("--quiet", action="store_true", help="no progress bar")
     matrix.set_defaults(handler=_matrix)
 
