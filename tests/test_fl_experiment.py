@@ -220,5 +220,5 @@ def test_the_attacker_trains_with_its_own_epochs(monkeypatch):
     monkeypatch.setattr(experiment_module, "train_local", spy)
     attack = {"enable_attack": True, "attack_type": "model_replacement",
               "malicious_client_id": 3, "malicious_epochs": 4}
-    run(tiny(attack_args=attack, train_args={"comm_round": 1}))
+    run(tiny(attack_args=attack, train_args={"comm_round": 1, "client_batching": "off"}))
     assert epochs_by_call == [1, 1, 1, 4, 1, 1, 1, 1, 1, 1]

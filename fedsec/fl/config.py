@@ -29,6 +29,7 @@ SERVER_OPTIMIZERS = ("adam", "yogi", "adagrad", "sgd")
 CLIENT_OPTIMIZERS = ("sgd", "adam")
 PARTITION_METHODS = ("iid", "hetero", "natural")
 DEVICES = ("cpu", "cuda", "auto")
+CLIENT_BATCHING = ("auto", "on", "off")
 
 
 class ConfigError(ValueError):
@@ -86,6 +87,12 @@ class TrainArgs:
     server_beta1: float = doc(0.9, "FedOpt adam/yogi: first-moment decay")
     server_beta2: float = doc(0.99, "FedOpt adam/yogi: second-moment decay")
     server_tau: float = doc(1e-3, "FedOpt: adaptivity tau (Reddi et al.)")
+    client_batching: str | bool = doc("auto", "auto: train a round's clients together where that "
+                                       "is faster (models without convolutions, buffers, "
+                                       "dropout or recurrent layers) | on: wherever the model "
+                                       "allows | off: one client after another (YAML's "
+                                       "unquoted on / off, read as true / false, mean the "
+                                       "same)")
 
 
 @dataclass(frozen=True)
@@ -186,6 +193,10 @@ def parse_config(raw: Mapping) -> ExperimentConfig:
         if not isinstance(body, Mapping):
             raise ConfigError(f"{name} must be a mapping of keys; got {body!r}")
         sections[name] = _section(name, cls, body)
+    if isinstance(sections["train_args"].client_batching, bool):  # YAML 1.1 read on/off
+        sections["train_args"] = dataclasses.replace(
+            sections["train_args"],
+            client_batching="on" if sections["train_args"].client_batching else "off")
     train: TrainArgs = sections["train_args"]
     _check(sections)
     try:
@@ -226,6 +237,7 @@ def _check(sections: dict[str, Any]) -> None:
     _choice("train_args.federated_optimizer", train.federated_optimizer, FEDERATED_OPTIMIZERS)
     _choice("train_args.client_optimizer", train.client_optimizer, CLIENT_OPTIMIZERS)
     _choice("train_args.server_optimizer", train.server_optimizer, SERVER_OPTIMIZERS)
+    _choice("train_args.client_batching", train.client_batching, CLIENT_BATCHING)
     _choice("device_args.device", sections["device_args"].device, DEVICES)
     if train.federated_optimizer == "FedNova" and train.client_optimizer != "sgd":
         raise ConfigError(f"train_args.federated_optimizer=FedNova normalises SGD steps; "

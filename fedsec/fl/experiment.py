@@ -25,7 +25,9 @@ from ..data import load_dataset, partition
 from ..data.subset import subset
 from ..models import build_model, model_task
 from ..security import Attacker, Defender, RoundContext, StateDict, aggregate_round, fedavg
-from .client import LocalTraining, train_local
+from .. import threads
+from .batched import ClientData, batching_obstacle, batching_pays, train_batched
+from .client import LocalResult, LocalTraining, train_local
 from .config import ConfigError, ExperimentConfig
 from .evaluation import evaluate
 from .optimizers import build_optimizer
@@ -67,6 +69,8 @@ class Experiment:
         self.test = (self.data.test_x.to(self.device), self.data.test_y.to(self.device))
         self.backdoor_test = self._backdoor_test_set()
         self.model = self.new_model()
+        self.batching = _client_batching(t.client_batching, self.model, c.model.model)
+        self.training_flops = threads.forward_flops(self.model, self.client_sample())
         torch.manual_seed(self.seed)
         self.global_model: StateDict = {k: v.detach().clone()
                                         for k, v in self.new_model().state_dict().items()}
@@ -78,6 +82,10 @@ class Experiment:
         m = self.config.model
         return build_model(m.model, input_shape=self.data.input_shape,
                            num_classes=self.data.num_classes, **m.options).to(self.device)
+
+    def client_sample(self) -> torch.Tensor:
+        """One input sample, shaped as the model takes a batch of one."""
+        return self.test[0][:1]
 
     def _backdoor_test_set(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Clean test samples with the attack's trigger, labelled with its target: accuracy
@@ -112,19 +120,12 @@ class Experiment:
         r = self.round
         clients = self.sample_clients(r)
         ctx = self._context(r, clients)
-        results = []
         train_start = time.perf_counter()
-        for cid in clients:
-            x, y = self.client_data[cid]
-            how = self.training
-            if self.attacker.is_malicious(cid, ctx):
-                x, y = self.attacker.poison_data(x, y, cid, ctx)
-                how = dataclasses.replace(how, **self.attacker.local_training(cid, ctx))
-            result = train_local(self.model, self.global_model, x, y, how,
-                                 derive_seed(self.seed, r, cid, _CLIENT))
-            if ctx.client_batches is not None and result.first_batch is not None:
-                ctx.client_batches[cid] = result.first_batch
-            results.append(result)
+        threads.apply(self.training_flops)
+        results = self._train_clients(clients, ctx)
+        if ctx.client_batches is not None:
+            ctx.client_batches.update((cid, result.first_batch) for cid, result
+                                      in zip(clients, results) if result.first_batch is not None)
         train_time = time.perf_counter() - train_start
         models = self.optimizer.uploads(results, self.global_model)
         new_global = aggregate_round(self.attacker, self.defender, models, self.global_model,
@@ -148,6 +149,33 @@ class Experiment:
         record["round_time_s"] = time.perf_counter() - start
         self.round += 1
         return record
+
+    def _train_clients(self, clients: list[int], ctx: RoundContext) -> list[LocalResult]:
+        """The round's local training, in ``clients``' order: one client after another, or,
+        with batching, together in groups of clients that train alike (the attacker may change
+        a malicious client's epochs or learning rate)."""
+        work: list[tuple[LocalTraining, ClientData]] = []
+        for cid in clients:
+            x, y = self.client_data[cid]
+            how = self.training
+            if self.attacker.is_malicious(cid, ctx):
+                x, y = self.attacker.poison_data(x, y, cid, ctx)
+                how = dataclasses.replace(how, **self.attacker.local_training(cid, ctx))
+            work.append((how, ClientData(x, y, derive_seed(self.seed, ctx.round_index, cid,
+                                                           _CLIENT))))
+        if not self.batching:
+            return [train_local(self.model, self.global_model, d.features, d.labels, how,
+                                d.seed) for how, d in work]
+        groups: dict[LocalTraining, list[int]] = {}
+        for position, (how, _) in enumerate(work):
+            groups.setdefault(how, []).append(position)
+        results: list[LocalResult | None] = [None] * len(work)
+        for how, positions in groups.items():
+            trained = train_batched(self.model, self.global_model,
+                                    [work[p][1] for p in positions], how)
+            for position, result in zip(positions, trained):
+                results[position] = result
+        return results
 
     def _evaluates(self, round_index: int) -> bool:
         every = self.config.validation.frequency_of_the_test
@@ -185,6 +213,17 @@ class Experiment:
             self.attacker.attack.load_state_dict(state["attack"])
         if self.defender.defense:
             self.defender.defense.load_state_dict(state["defense"])
+
+
+def _client_batching(mode: str, model: torch.nn.Module, name: str) -> bool:
+    """Whether the clients of a round train together (train_args.client_batching)."""
+    if mode == "off":
+        return False
+    obstacle = batching_obstacle(model)
+    if mode == "on" and obstacle is not None:
+        raise ConfigError(f"train_args.client_batching=on, but model {name!r} cannot train "
+                          f"its clients together: {obstacle}; use auto or off")
+    return obstacle is None if mode == "on" else batching_pays(model)
 
 
 def _device(name: str) -> torch.device:

@@ -3,7 +3,8 @@ bar for the whole sweep, then the table, figures and report.
 
 Runs live in ``OUT/cells/<cell>/seed<k>/``. A finished run (its summary.json exists) is
 skipped, a started one resumed from its last round, so a killed sweep continues where it
-stopped. With ``jobs > 1`` runs go to that many worker processes (one torch thread each).
+stopped. With ``jobs > 1`` runs go to that many worker processes, each with its share of
+the cores (fedsec/threads.py).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..fl.run_dir import SUMMARY, RunDir
+from ..threads import ENV as THREADS_ENV, worker_budget
 from ..fl.runner import run_experiment
 from .config import Cell, MatrixConfig
 from .report import write_report
@@ -85,11 +87,10 @@ def _run_job(job: Job, on_round) -> None:
         raise ValueError(f"cell {job.cell.label}, seed {job.seed} ({job.out}): {exc}") from exc
 
 
-def _worker(job: Job, ticks) -> None:
-    """One run in a worker process, a tick on ``ticks`` per finished round."""
-    import torch
-
-    torch.set_num_threads(1)
+def _worker(job: Job, ticks, threads: int) -> None:
+    """One run in a worker process with its share of the cores, a tick on ``ticks`` per
+    finished round."""
+    os.environ[THREADS_ENV] = str(threads)  # read by fedsec.threads for every pool
     _run_job(job, lambda _: ticks.put(1))
 
 
@@ -97,7 +98,8 @@ def _run_parallel(pending: list[Job], jobs: int, bar: tqdm, todo: list[Job]) -> 
     context = get_context("spawn")  # no fork of a process holding torch's thread pools
     with context.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=context) as pool:
         ticks = manager.Queue()
-        remaining = {pool.submit(_worker, job, ticks) for job in pending}
+        share = worker_budget(jobs)
+        remaining = {pool.submit(_worker, job, ticks, share) for job in pending}
         while remaining:
             finished, remaining = wait(remaining, timeout=0.2, return_when=FIRST_COMPLETED)
             _drain(ticks, bar)

@@ -1,0 +1,122 @@
+"""fedsec's thread policy, in one place: how many threads torch's pools and the native core use.
+
+The budget is ``FEDSEC_NUM_THREADS`` when it is set (a positive integer), else the cores this
+process may run on: its CPU affinity, capped by a cgroup CPU quota (a container's
+``--cpus``). From it:
+
+- the native core's CPU kernels use the whole budget: aggregation runs between rounds' training,
+  never beside it, and its passes stream gigabytes;
+- torch's inter-op pool gets one thread: fedsec runs no inter-op parallel work, and an idle pool
+  is one more set of threads to wake;
+- torch's intra-op pool, during local training, gets one thread when the model's step is too
+  small to split (``training_threads``), else the budget. A client step of the shipped models
+  takes 0.1 to 30 ms; below a few milliseconds a second thread saves little on a quiet machine
+  and costs up to 15x when another process holds a core, because torch's threads wait for each
+  other at every operation (bench/threads.py measures it, bench/results/threads.md has the
+  numbers);
+- ``fedsec matrix --jobs k`` gives each worker process budget // k threads (at least one),
+  through FEDSEC_NUM_THREADS, so the workers never oversubscribe the cores between them.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+ENV = "FEDSEC_NUM_THREADS"
+
+# Local training of a model below this many forward FLOPs per sample runs on one torch thread
+# (the threshold is read off bench/results/threads.md).
+SMALL_STEP_FLOPS = 50e6
+
+
+def thread_budget() -> int:
+    """The threads fedsec may use: FEDSEC_NUM_THREADS, else ``available_cores()``."""
+    text = os.environ.get(ENV)
+    if text is None:
+        return available_cores()
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{ENV}={text!r} must be a positive integer (threads fedsec may use); "
+                         f"unset it to use the {available_cores()} available cores")
+    return value
+
+
+def available_cores() -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup CPU quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    return max(1, min(cores, math.ceil(quota)) if quota is not None else cores)
+
+
+def _cgroup_quota() -> float | None:
+    """CPUs a cgroup quota allows (cgroup v2 cpu.max, or v1 cfs quota / period); None: none."""
+    v2 = Path("/sys/fs/cgroup/cpu.max")
+    try:
+        if v2.exists():
+            quota, period = v2.read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        v1 = Path("/sys/fs/cgroup/cpu")
+        quota = int((v1 / "cpu.cfs_quota_us").read_text())
+        period = int((v1 / "cpu.cfs_period_us").read_text())
+        return None if quota <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+def worker_budget(jobs: int) -> int:
+    """The threads each of ``jobs`` parallel worker processes may use."""
+    return max(1, thread_budget() // jobs)
+
+
+def training_threads(flops_per_sample: float) -> int:
+    """torch's intra-op threads for local training of a model whose forward pass takes
+    ``flops_per_sample``."""
+    return 1 if flops_per_sample < SMALL_STEP_FLOPS else thread_budget()
+
+
+def forward_flops(model, sample) -> float:
+    """FLOPs of ``model``'s forward pass on ``sample`` (a batch of one): torch's FLOP counter,
+    plus the recurrent layers it does not count (4 gates of two matrix products per step)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(sample)
+    flops = float(counter.get_total_flops())
+    steps = sample.shape[1] if sample.dim() > 1 else 1  # time steps of a batch-first sequence
+    for module in model.modules():
+        if isinstance(module, torch.nn.LSTM):
+            directions = 2 if module.bidirectional else 1
+            for layer in range(module.num_layers):
+                width = module.input_size if layer == 0 else module.hidden_size * directions
+                flops += (directions * steps * 2 * 4 * module.hidden_size
+                          * (width + module.hidden_size))
+    return flops
+
+
+def apply(flops_per_sample: float | None = None) -> dict[str, int]:
+    """Set every pool for the work at hand (``flops_per_sample``: local training of a model
+    with that forward cost; None: aggregation only); returns what was set."""
+    import torch
+
+    from .backends import native
+
+    budget = thread_budget()
+    intra = budget if flops_per_sample is None else training_threads(flops_per_sample)
+    torch.set_num_threads(intra)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # torch allows it only before its first inter-op work; keep its pool
+        pass
+    if native._core is not None:
+        native._core.set_num_threads(budget)
+    return {"budget": budget, "torch_intra_op": intra,
+            "torch_inter_op": torch.get_num_interop_threads(),
+            "native": native._core.num_threads() if native._core is not None else 0}
