@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -54,16 +55,22 @@ template <typename T>
 T* ptr(uintptr_t p) { return reinterpret_cast<T*>(p); }
 
 void gram(const std::vector<uintptr_t>& rows, uintptr_t ref, int64_t d, int dtype, bool fast,
-          uintptr_t G, int device, uintptr_t stream) {
+          double scale, uintptr_t G, int device, uintptr_t stream) {
   const auto r = to_rows(rows);
   const DType dt = to_dtype(dtype);
   check_common(d, G, "G", device);
+  int exponent = 0;
+  if (!(scale > 0) || std::frexp(scale, &exponent) != 0.5)
+    throw py::value_error("scale must be a positive power of two; got " + std::to_string(scale));
+  if (fast && scale != 1.0 && dt != DType::f64)
+    throw py::value_error("scale must be 1 with fast float32 products; got " +
+                          std::to_string(scale));
   const int64_t n = static_cast<int64_t>(r.size());
   if (device < 0) {
     py::gil_scoped_release nogil;
-    fedsec::cpu::gram(r.data(), n, ptr<const void>(ref), d, dt, fast, ptr<double>(G));
+    fedsec::cpu::gram(r.data(), n, ptr<const void>(ref), d, dt, fast, scale, ptr<double>(G));
   } else {
-    fedsec::cuda::gram(r.data(), n, ptr<const void>(ref), d, dt, ptr<double>(G),
+    fedsec::cuda::gram(r.data(), n, ptr<const void>(ref), d, dt, scale, ptr<double>(G),
                        ptr<void>(stream));
   }
 }
@@ -119,9 +126,11 @@ void coordinate_select(const std::vector<uintptr_t>& rows, int64_t d, int dtype,
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fedsec native core: streaming Gram, weighted combination and coordinate selection";
   m.def("gram", &gram, py::arg("rows"), py::arg("ref"), py::arg("d"), py::arg("dtype"),
-        py::arg("fast"), py::arg("G"), py::arg("device") = -1, py::arg("stream") = 0,
-        "G += (X - r)(X - r)^T into float64 G over the n row buffers (r skipped when ref is 0). "
-        "fast: float32 products on the CPU (see gram_fast_error); CUDA always uses float64.");
+        py::arg("fast"), py::arg("scale"), py::arg("G"), py::arg("device") = -1,
+        py::arg("stream") = 0,
+        "G += Y Y^T, Y = scale * (X - r), into float64 G over the n row buffers (r skipped when "
+        "ref is 0; scale a power of two, 1 with fast). fast: float32 products on the CPU (see "
+        "gram_fast_error); CUDA always uses float64.");
   m.def("gram_fast_error", &fedsec::cpu::gram_fast_error,
         "Bound b of a fast CPU Gram entry: |error of G_ij| <= b * ||x_i - r|| * ||x_j - r||.");
   m.def("combine", &combine, py::arg("rows"), py::arg("coeffs"), py::arg("ref"),

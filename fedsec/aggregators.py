@@ -41,9 +41,10 @@ def _positive(name: str, value: Any, allow_zero: bool = False) -> float:
 def _weights(weights: Sequence[float] | None, n: int) -> np.ndarray | None:
     if weights is None:
         return None
-    w = np.asarray(weights.cpu() if hasattr(weights, "cpu") else weights, dtype=np.float64).reshape(-1)
-    if w.shape[0] != n:
-        raise ValueError(f"weights must have one entry per client: got {w.shape[0]} weights for n={n}")
+    w = np.asarray(weights.cpu() if hasattr(weights, "cpu") else weights, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"weights must be 1-D with one entry per client (n={n}); "
+                         f"got shape {w.shape}")
     if not np.isfinite(w).all() or (w < 0).any():
         raise ValueError(f"weights must be finite and >= 0; got {w.tolist()}")
     return w
@@ -54,7 +55,11 @@ def _normalised(ctx: AggregationContext, w: np.ndarray | None, clients: list[int
     if w is None:
         return np.full(len(clients), 1.0 / len(clients))
     sub = w[clients]
-    total = sub.sum()
+    with np.errstate(over="ignore"):
+        total = sub.sum()
+    if np.isinf(total):  # finite weights whose sum overflows: the same proportions, smaller
+        sub = sub / sub.max()
+        total = sub.sum()
     ctx.require(total > 0, f"a positive total weight over the clients it uses {clients}; got 0")
     return sub / total
 
@@ -109,22 +114,22 @@ def trimmed_mean(updates, beta: float, *, on_nonfinite: str = "exclude",
 
 
 def _krum_checked(ctx: AggregationContext, f: int):
-    G = ctx.gram()
+    gram = ctx.gram()
     ctx.require(ctx.n > 2 * f + 2, f"n > 2f + 2; got n={ctx.n}, f={f}")
-    return solvers.squared_distances(G)
+    return gram, solvers.squared_distances(gram.matrix)
 
 
 def krum_scores(updates, f: int, *, on_nonfinite: str = "exclude", return_info: bool = False,
                 backend: str = "auto"):
     """Krum scores (Blanchard et al. 2017): for each client, the sum of squared distances to its
     n - f - 2 nearest other updates. Returns a float64 numpy array of n scores (inf for excluded
-    clients)."""
+    clients, and for scores beyond the float64 range)."""
     f = _integer("f", f, 0)
     ctx = AggregationContext("krum_scores", updates, on_nonfinite, backend)
 
     def body():
-        D = _krum_checked(ctx, f)
-        scores = ctx.expand(solvers.krum_scores(D, f), fill=np.inf)
+        gram, D = _krum_checked(ctx, f)
+        scores = ctx.expand(gram.squares(solvers.krum_scores(D, f)), fill=np.inf)
         return scores, ctx.info(ctx.active, scores=scores)
 
     return _result(ctx.run(body), return_info)
@@ -140,14 +145,14 @@ def krum(updates, f: int, m: int = 1, weights=None, *, on_nonfinite: str = "excl
     w = _weights(weights, ctx.updates.n)
 
     def body():
-        D = _krum_checked(ctx, f)
+        gram, D = _krum_checked(ctx, f)
         ctx.require(m <= ctx.n, f"m <= n; got m={m}, n={ctx.n}")
         scores = solvers.krum_scores(D, f)
         chosen = sorted(ctx.active[i] for i in solvers.lowest(scores, m))
         a = _normalised(ctx, w, chosen)
         value = ctx.combine(a, clients=chosen)
         return value, ctx.info(chosen, coefficients=ctx.expand(a, chosen),
-                               scores=ctx.expand(scores, fill=np.inf))
+                               scores=ctx.expand(gram.squares(scores), fill=np.inf))
 
     return _result(ctx.run(body), return_info)
 
@@ -165,9 +170,9 @@ def geometric_median(updates, weights=None, nu: float = 1e-6, max_iter: int = 10
     w = _weights(weights, ctx.updates.n)
 
     def body():
-        G = ctx.gram()
+        gram = ctx.gram()
         a = _normalised(ctx, w, ctx.active)
-        beta, iterations = solvers.weiszfeld(G, a, nu, max_iter, tol)
+        beta, iterations = solvers.weiszfeld(gram.matrix, a, gram.length(nu), max_iter, tol)
         value = ctx.combine(beta)
         used = [c for c, x in zip(ctx.active, a) if x > 0]
         return value, ctx.info(used, coefficients=ctx.expand(beta), iterations=iterations)
@@ -183,13 +188,14 @@ def bulyan(updates, f: int, *, on_nonfinite: str = "exclude", return_info: bool 
     ctx = AggregationContext("bulyan", updates, on_nonfinite, backend)
 
     def body():
-        G = ctx.gram()
+        gram = ctx.gram()
         ctx.require(ctx.n >= 4 * f + 3, f"n >= 4f + 3; got n={ctx.n}, f={f}")
-        D = solvers.squared_distances(G)
+        D = solvers.squared_distances(gram.matrix)
         theta = ctx.n - 2 * f
         chosen = sorted(ctx.active[i] for i in solvers.bulyan_selection(D, f, theta))
         value = ctx.select(SelectOp.CLOSEST_MEDIAN, theta - 2 * f, clients=chosen)
-        return value, ctx.info(chosen, scores=ctx.expand(solvers.krum_scores(D, f), fill=np.inf))
+        scores = gram.squares(solvers.krum_scores(D, f))
+        return value, ctx.info(chosen, scores=ctx.expand(scores, fill=np.inf))
 
     return _result(ctx.run(body), return_info)
 
@@ -199,18 +205,19 @@ def centered_clip(updates, tau: float, iters: int = 1, center=None, *,
                   backend: str = "auto"):
     """Centred clipping (Karimireddy et al. 2021): v <- v + (1/n) sum_i (x_i - v) min(1, tau /
     ||x_i - v||), ``iters`` times, from ``center`` (one update in the same form, e.g. the last
-    global model) or, when None, from the medoid update."""
+    global model) or, when None, from the medoid update (ties within a relative 1e-6 go to the
+    lowest index, docs/api.md)."""
     tau = _positive("tau", tau)
     iters = _integer("iters", iters, 1)
     ctx = AggregationContext("centered_clip", updates, on_nonfinite, backend)
     start = ctx.center(center) if center is not None else None
 
     def body():
-        G = ctx.gram(start)
+        gram = ctx.gram(start, medoid=start is None)
         beta = np.zeros(ctx.n)  # the start point: center itself, or the medoid client
         if start is None:
-            beta[solvers.medoid(solvers.squared_distances(G))] = 1.0
-        beta = solvers.centered_clip(G, beta, tau, iters)
+            beta[gram.medoid] = 1.0
+        beta = solvers.centered_clip(gram.matrix, beta, gram.length(tau), iters)
         remainder = 1.0 - beta.sum()
         if start is None:
             # Centred on the first client in play: its coefficient takes the remainder.

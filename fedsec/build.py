@@ -1,6 +1,7 @@
 """What this installation of fedsec was built with and can use."""
 from __future__ import annotations
 
+import numbers
 from importlib.metadata import PackageNotFoundError, version
 
 from .backends import native
@@ -27,7 +28,10 @@ def build_info() -> dict:
 
 
 def set_num_threads(threads: int) -> None:
-    """Threads the native CPU kernels use (default: all cores, or FEDSEC_NUM_THREADS)."""
+    """Threads the native CPU kernels use (default: all cores, or FEDSEC_NUM_THREADS); a
+    positive integer."""
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):
+        raise TypeError(f"threads must be an integer; got {threads!r}")
     if native._core is None:
         raise RuntimeError(native.IMPORT_ERROR)
-    native._core.set_num_threads(int(threads))
+    native._core.set_num_threads(int(threads))  # ValueError below 1

@@ -8,6 +8,7 @@ parameters that depend on the number of clients (trimmed mean's k, the weights) 
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import numpy as np
@@ -72,62 +73,80 @@ class AggregationContext:
 
     # --- the primitives, over the clients in play ------------------------------------------------
 
-    def gram(self, center: UpdateSet | None = None) -> np.ndarray:
-        """The centred Gram matrix of the clients in play (float64, n x n).
+    def gram(self, center: UpdateSet | None = None, medoid: bool = False) -> solvers.Gram:
+        """The centred Gram matrix of the clients in play (float64, n x n), with the medoid's
+        position when ``medoid`` is true (see solvers.Gram).
 
         Centred on ``center`` when given, else on a client in play (the first, or the medoid
         when the first is far from the others). Non-finite clients are excluded on the way.
 
         Every pass's error bound (``backend.gram_error``) is checked against the distances it
-        produced (``solvers.gram_is_accurate``). The first pass may use float32 products (the
-        native CPU core's fast path); when the reference point was too far from the clients for
-        the pass's precision, it is redone centred on the medoid, then in float64 if the fast
-        path was used and is still not enough.
+        produced (``solvers.gram_is_accurate``) and, when asked for, against the medoid's tie
+        rule (``solvers.medoid``). The first pass may use float32 products (the native CPU
+        core's fast path). While a pass fails, the next one is centred on the medoid (once,
+        when the reference is another client: a reference far from the clients costs
+        precision), then uses float64 products (after float32 ones over- or underflowed, or
+        were not precise enough), then scales the updates by a power of two (when float64
+        products over- or underflowed). A pass that is still not precise enough is used as
+        it is.
         """
         dtype, d = self.updates.dtype, self.updates.dimension
-        fast_error = self.backend.gram_error(dtype, True, d)
-        exact_error = self.backend.gram_error(dtype, False, d)
-        G, fast = self._finite_gram(center, reference=0, fast=True)
-        if solvers.gram_is_accurate(G, fast_error if fast else exact_error):
-            return G
-        if center is None:
-            reference = solvers.medoid(solvers.squared_distances(G))
-            G, fast = self._finite_gram(None, reference, fast=fast)
-            if not fast or solvers.gram_is_accurate(G, fast_error):
-                return G
-            return self._finite_gram(None, reference, fast=False)[0]
-        return G if not fast else self._finite_gram(center, 0, fast=False)[0]
+        bounds = {fast: self.backend.gram_error(dtype, fast, d) for fast in (True, False)}
+        fast = bounds[True] != bounds[False]  # the backend has a float32 pass for dtype
+        reference, exponent, recentred = 0, 0, center is not None
+        while True:
+            G = self._finite_gram(center, reference, fast, exponent)
+            error = bounds[fast]
+            finite = bool(np.isfinite(G).all())
+            D = solvers.squared_distances(G) if finite else None
+            accurate = finite and solvers.gram_is_accurate(G, error)
+            found = None
+            if finite and medoid:
+                found = solvers.medoid(D, solvers.distance_errors(G, error))
+            if accurate and (found is not None or not medoid):
+                return solvers.Gram(G, exponent, found)
+            if finite and not recentred:
+                recentred = True
+                nearest = solvers.medoid(D)
+                if nearest != reference:
+                    reference = nearest
+                    # Accurate but for the medoid's ties: centred on it, with more precision.
+                    fast = fast and not accurate
+                    continue
+            if fast:
+                fast = False
+                continue
+            rescaled = solvers.rescaled_exponent(G, error, exponent)
+            if rescaled is None:
+                return solvers.Gram(G, exponent, solvers.medoid(D) if medoid else None)
+            exponent = rescaled
 
-    def _finite_gram(self, center: UpdateSet | None, reference: int, fast: bool):
-        """One Gram pass centred on ``center`` or on the client in play at ``reference``, over
-        the finite clients; returns (G, whether float32 products were used).
+    def _finite_gram(self, center: UpdateSet | None, reference: int, fast: bool, exponent: int):
+        """One Gram pass of the updates scaled by 2^exponent, centred on ``center`` or on the
+        client in play at ``reference``, over the finite clients.
 
         A non-finite diagonal entry is either a client with NaN/Inf, which one flagging pass
-        finds and excludes, or a huge finite update whose float32 products overflowed, for
-        which the pass is redone in float64. A float64 overflow (entries beyond 1e154) is
-        excluded like a non-finite update."""
+        finds and excludes, or a finite update whose products overflowed: that is a matter of
+        precision, left in G for gram() to redo with a wider range."""
+        scale = math.ldexp(1.0, exponent)
         while True:
             self.require(self.n >= 1, "at least one finite client update; got n=0")
             ref_client = self.active[min(reference, self.n - 1)]
             acc = self.backend.new_gram(self.n)
             for b, block in enumerate(self.updates.blocks):
                 ref = center.blocks[b].rows[0] if center is not None else block.rows[ref_client]
-                self.backend.gram(self._rows(block, self.active), ref, acc, fast)
+                self.backend.gram(self._rows(block, self.active), ref, acc, fast, scale)
             G = self.backend.gram_result(acc)
-            bad = ~np.isfinite(np.diag(G))
-            if not bad.any():
-                return G, fast
+            if np.isfinite(np.diag(G)).all():
+                return G
             in_play = list(self.active)
             nonfinite = self._find_nonfinite()
-            overflowed = bad & ~nonfinite
+            if not nonfinite.any():
+                return G
             if center is None and nonfinite[in_play.index(ref_client)]:
                 continue  # the reference itself was bad: every row is, recompute
-            if overflowed.any() and fast:
-                fast = False
-                continue
-            self._exclude(overflowed[~nonfinite])
-            keep = np.flatnonzero(~bad)
-            return G[np.ix_(keep, keep)], fast
+            keep = np.flatnonzero(~nonfinite)
+            return G[np.ix_(keep, keep)]
 
     def _find_nonfinite(self) -> np.ndarray:
         """One flagging pass over the clients in play; excludes those with NaN/Inf and returns

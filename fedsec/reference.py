@@ -132,10 +132,11 @@ def bulyan(X, f, D=None):
 
 
 def medoid(X, D=None):
-    """The update with the smallest sum of (non-squared) distances to the others, lowest index
-    on ties."""
+    """The update with the smallest sum of (non-squared) distances to the others; sums within
+    a relative 1e-6 of the smallest are ties, won by the lowest index (docs/api.md)."""
     D = pairwise_sq_distances(X) if D is None else D
-    return int(np.argmin(np.sqrt(D).sum(axis=1)))
+    sums = np.sqrt(D).sum(axis=1)
+    return int(np.flatnonzero(sums <= sums.min() * (1 + 1e-6))[0])
 
 
 def centered_clip(X, tau, iters=1, center=None, D=None):

@@ -1,12 +1,36 @@
 """The small n x n part of the Gram-based rules, in float64.
 
-Every function takes the centred Gram matrix G (G_ij = <x_i - r, x_j - r>) of the clients in
-play and works on coefficient vectors beta that stand for the point r + sum_k beta_k (x_k - r).
+Every function takes the centred Gram matrix G (G_ij = <x_i - r, x_j - r>, or of the updates
+scaled by a power of two: see Gram) of the clients in play and works on coefficient vectors beta
+that stand for the point r + sum_k beta_k (x_k - r).
 The data is never touched here: iterations cost O(n^2), whatever the model size.
 """
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import numpy as np
+
+
+class Gram(NamedTuple):
+    """A centred Gram matrix of the clients in play as the rules use it.
+
+    ``matrix`` is the Gram matrix of 2^exponent (x_i - r): exponent is 0 unless float64
+    products of the updates would over- or underflow, so lengths in the updates' units are
+    scaled by 2^exponent to compare with it (``length``), and squared lengths computed from it
+    scaled back (``squares``). ``medoid`` is the medoid's position, when it was asked for."""
+
+    matrix: np.ndarray
+    exponent: int = 0
+    medoid: int | None = None
+
+    def length(self, value: float) -> float:
+        return math.ldexp(value, self.exponent)
+
+    def squares(self, values: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):  # inf beyond the float64 range
+            return np.ldexp(values, -2 * self.exponent)
 
 
 def squared_distances(G: np.ndarray) -> np.ndarray:
@@ -25,23 +49,59 @@ def squared_distances(G: np.ndarray) -> np.ndarray:
 GRAM_TOLERANCE = 1e-4
 
 
-def gram_is_accurate(G: np.ndarray, error: float, tolerance: float = GRAM_TOLERANCE) -> bool:
-    """Whether a Gram matrix whose entries are within ``error * ||y_i|| ||y_j||`` gives every
-    client's distances to within ``tolerance`` of its median distance to the others.
+def gram_is_accurate(G: np.ndarray, error: tuple[float, float],
+                     tolerance: float = GRAM_TOLERANCE) -> bool:
+    """Whether a Gram matrix whose entries are within ``e ||y_i|| ||y_j|| + a``, (e, a) = error,
+    gives every client's distances to within ``tolerance`` of its median distance to the others.
 
-    An entry error of e ||y_i|| ||y_j|| moves D_ij by at most 2e (G_ii + G_jj). The check is
-    row-wise against medians, so a far-away attacker (large G_ii, but equally large distances)
-    passes, while a reference point far from most clients (large G_ii, small distances) fails.
+    An entry error of e ||y_i|| ||y_j|| + a moves D_ij by at most 2e (G_ii + G_jj) + 4a. The
+    check is row-wise against medians, so a far-away attacker (large G_ii, but equally large
+    distances) passes, while a reference point far from most clients (large G_ii, small
+    distances) fails, and so do products that underflowed (a large against the distances). A
+    matrix with an entry that overflowed is not accurate.
     """
+    if not np.isfinite(G).all():
+        return False
     n = G.shape[0]
     if n < 2:
         return True
+    relative, absolute = error
     g = np.diag(G)
     D = squared_distances(G)
     off = ~np.eye(n, dtype=bool)
     typical_distance = np.median(D[off].reshape(n, n - 1), axis=1)
     typical_norm = np.median(np.broadcast_to(g, (n, n))[off].reshape(n, n - 1), axis=1)
-    return bool(np.all(2.0 * error * (g + typical_norm) <= tolerance * typical_distance))
+    bound = 2.0 * relative * (g + typical_norm) + 4.0 * absolute
+    return bool(np.all(bound <= tolerance * typical_distance))
+
+
+def rescaled_exponent(G: np.ndarray, error: tuple[float, float], exponent: int) -> int | None:
+    """The exponent of the next float64 pass when the one at ``exponent`` gave G that is not
+    accurate, or None when its range is not what limits it (rounding is: scaling by a power of
+    two does not change that).
+
+    An entry that overflowed: 2^-512 smaller (updates up to the float64 maximum need two such
+    steps). Products that underflowed (accurate but for the absolute error term): the exponent
+    that brings the largest squared norm near 1, far from both ends of the range; when every
+    product underflowed (G is 0: every difference below 2^-537, or none at all), 2^600 larger,
+    which makes any nonzero difference at least 2^-474, its products normal."""
+    if not np.isfinite(G).all():
+        return exponent - 512
+    if gram_is_accurate(G, error) or not gram_is_accurate(G, (error[0], 0.0)):
+        return None
+    top = float(np.diag(G).max())
+    if top == 0:
+        return exponent + 600 if exponent == 0 else None
+    shift = -(math.frexp(top)[1] // 2)
+    return exponent + shift if shift > 0 else None
+
+
+def distance_errors(G: np.ndarray, error: tuple[float, float]) -> np.ndarray:
+    """Bounds of |error of D_ij| for D = squared_distances(G), G's entries within
+    e ||y_i|| ||y_j|| + a: 2e (G_ii + G_jj) + 4a, plus the rounding of D's own float64 sum."""
+    relative, absolute = error
+    g = np.diag(G)
+    return 2.0 * (relative + 2.0**-53) * (g[:, None] + g[None, :]) + 4.0 * absolute
 
 
 def distances_to_point(G: np.ndarray, beta: np.ndarray) -> np.ndarray:
@@ -116,6 +176,31 @@ def centered_clip(G: np.ndarray, beta: np.ndarray, tau: float, iters: int) -> np
     return beta
 
 
-def medoid(D: np.ndarray) -> int:
-    """The client with the smallest sum of distances to the others (lowest index on ties)."""
-    return int(np.argmin(np.sqrt(D).sum(axis=1)))
+# Sums of distances within this relative margin of the smallest tie for the medoid.
+MEDOID_TIE = 1e-6
+
+
+def medoid(D: np.ndarray, errors: np.ndarray | None = None) -> int | None:
+    """The medoid: the lowest-index client whose sum of distances to the others is within a
+    relative MEDOID_TIE of the smallest sum (docs/api.md).
+
+    With ``errors`` (bounds of |error of D_ij|, distance_errors) the rule is applied to every
+    D the bounds allow: the answer is the client all of them give, or None when they disagree
+    (a tie the matrix is not precise enough to decide). Without, D is taken as exact."""
+    sums = np.sqrt(D).sum(axis=1)
+    if errors is None:
+        return int(np.flatnonzero(sums <= sums.min() * (1.0 + MEDOID_TIE))[0])
+    # |sqrt(D') - sqrt(D)| for |D' - D| <= e, D' >= 0: at most (D + e - max(D - e, 0)) /
+    # (sqrt(D + e) + sqrt(max(D - e, 0))), written so that it does not cancel.
+    lower = np.maximum(D - errors, 0.0)
+    spread = np.sqrt(D + errors) + np.sqrt(lower)
+    root_errors = np.divide(D + errors - lower, spread, out=np.zeros_like(D), where=spread > 0)
+    np.fill_diagonal(root_errors, 0.0)
+    margin = root_errors.sum(axis=1) + D.shape[0] * 2.0**-52 * sums  # and the sums' rounding
+    low, high = sums - margin, sums + margin
+    # Possibly tied with the smallest sum, and surely so.
+    possible = np.flatnonzero(low <= high.min() * (1.0 + MEDOID_TIE))
+    first = int(possible[0])
+    if len(possible) == 1 or high[first] <= low.min() * (1.0 + MEDOID_TIE):
+        return first
+    return None

@@ -59,14 +59,11 @@ void select_typed(const T* const* rows, int64_t n, int64_t begin, int64_t end, S
       }
     }
     for (int u = 0; u < kColumns && count[u] > 0; ++u) {
-      const V* s = &v[u];
-      V result;
-      switch (op) {
-        case SelectOp::median: result = sorted_median<A>(s, n, kColumns); break;
-        case SelectOp::trimmed_mean: result = sorted_trimmed_mean<A>(s, n, kColumns, k); break;
-        case SelectOp::closest_median:
-          result = sorted_closest_median_mean<A>(s, n, kColumns, k);
-          break;
+      V result = sorted_reduce<A>(&v[u], n, kColumns, op, k);
+      // A sum that overflowed (or a non-finite input, flagged above): redo the lanes rescaled.
+      if (any_nonfinite(result)) {
+        const V rescaled = sorted_reduce_rescaled<A>(&v[u], n, kColumns, op, k);
+        result = result - result == V{} ? result : rescaled;
       }
       store_lanes(out, c + u * L, count[u], result);
     }

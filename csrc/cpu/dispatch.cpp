@@ -2,7 +2,11 @@
 // coordinates over threads, and merge what the threads produced.
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <climits>
 #include <cstdlib>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -28,22 +32,40 @@ const Kernels& best_kernels() {
   return *chosen;
 }
 
+// FEDSEC_NUM_THREADS, else every core. Read when the thread count is first needed (the first
+// kernel call, num_threads()), not when the module loads: a bad value then raises ValueError
+// naming it where Python can catch it, instead of failing the import of the whole package.
 int default_threads() {
-  if (const char* env = std::getenv("FEDSEC_NUM_THREADS")) {
-    const int t = std::atoi(env);
-    if (t > 0) return t;
-  }
-  return std::max(1u, std::thread::hardware_concurrency());
+  const char* env = std::getenv("FEDSEC_NUM_THREADS");
+  if (env == nullptr) return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  errno = 0;
+  char* end = nullptr;
+  const long t = std::strtol(env, &end, 10);
+  if (end == env || *end != '\0' || errno == ERANGE || t < 1 || t > INT_MAX)
+    throw std::invalid_argument(std::string("FEDSEC_NUM_THREADS='") + env +
+                                "' must be a positive integer (threads of the native CPU "
+                                "kernels); unset it to use every core");
+  return static_cast<int>(t);
 }
 
-std::atomic<int> g_threads{default_threads()};
+std::atomic<int> g_threads{0};  // 0: not read yet
+
+int thread_count() {
+  int t = g_threads.load();
+  if (t == 0) {
+    int unset = 0;
+    t = default_threads();
+    if (!g_threads.compare_exchange_strong(unset, t)) t = unset;  // set meanwhile: keep that
+  }
+  return t;
+}
 
 // Below this many elements (n * d) a second thread costs more than it saves.
 constexpr int64_t kMinWorkPerThread = int64_t{1} << 18;
 
 int plan_threads(int64_t n, int64_t d) {
   const int64_t by_work = std::max<int64_t>(1, n * d / kMinWorkPerThread);
-  return static_cast<int>(std::min<int64_t>(g_threads.load(), by_work));
+  return static_cast<int>(std::min<int64_t>(thread_count(), by_work));
 }
 
 // Runs fn(thread, begin, end) over [0, d) split into contiguous, cache-line-aligned ranges.
@@ -76,19 +98,23 @@ void parallel_flagged(int64_t n, int64_t d, uint8_t* nonfinite, Fn&& kernel) {
 }  // namespace
 
 std::string isa() { return best_kernels().isa; }
-int num_threads() { return g_threads.load(); }
-void set_num_threads(int threads) { g_threads.store(std::max(1, threads)); }
+int num_threads() { return thread_count(); }
+void set_num_threads(int threads) {
+  if (threads < 1)
+    throw std::invalid_argument("threads must be >= 1; got " + std::to_string(threads));
+  g_threads.store(threads);
+}
 
 double gram_fast_error() { return best_kernels().gram_fast_error(); }
 
 void gram(const void* const* rows, int64_t n, const void* ref, int64_t d, DType dt, bool fast,
-          double* G) {
+          double scale, double* G) {
   const auto& kern = best_kernels();
   const int threads = plan_threads(n, d);
   std::vector<std::vector<double>> partial(static_cast<size_t>(threads),
                                            std::vector<double>(static_cast<size_t>(n * n), 0.0));
   parallel_ranges(threads, d, [&](int t, int64_t b, int64_t e) {
-    if (b < e) kern.gram(rows, n, ref, b, e, dt, fast, partial[t].data());
+    if (b < e) kern.gram(rows, n, ref, b, e, dt, fast, scale, partial[t].data());
   });
   // The kernels fill the upper triangle; fold every thread's part into both halves of G.
   for (const auto& part : partial) {

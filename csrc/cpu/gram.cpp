@@ -1,4 +1,4 @@
-// Streaming Gram accumulation: G += Y Y^T with y_i = x_i - r.
+// Streaming Gram accumulation: G += Y Y^T with y_i = scale * (x_i - r), scale a power of two.
 //
 // The coordinates are walked in chunks. A chunk of every row is converted once into a scratch
 // block Y [n_pad x C] that stays in L2, then a register-tiled kernel forms the TI x TJ tile
@@ -93,7 +93,7 @@ class ChunkPrefetcher {
 
 template <typename T, typename P>
 void gram_typed(const T* const* rows, int64_t n, const T* ref, int64_t begin, int64_t end,
-                double* G) {
+                P scale, double* G) {
   using V = typename Simd<P>::Vec;
   constexpr int kLanes = Simd<P>::kLanes;
   const int64_t n_pad = (n + kRowPad - 1) / kRowPad * kRowPad;
@@ -111,12 +111,13 @@ void gram_typed(const T* const* rows, int64_t n, const T* ref, int64_t begin, in
     for (int64_t i = 0; i < n; ++i) {
       P* y = Yd + i * chunk;
       const T* x = rows[i] + c0;
+      // Scaled before the difference, which could overflow otherwise.
       if (ref) {
         const T* r = ref + c0;
         for (int64_t c = 0; c < count; ++c)
-          y[c] = P(Element<T>::load(x, c)) - P(Element<T>::load(r, c));
+          y[c] = P(Element<T>::load(x, c)) * scale - P(Element<T>::load(r, c)) * scale;
       } else {
-        for (int64_t c = 0; c < count; ++c) y[c] = P(Element<T>::load(x, c));
+        for (int64_t c = 0; c < count; ++c) y[c] = P(Element<T>::load(x, c)) * scale;
       }
       std::fill(y + count, y + chunk, P(0));
     }
@@ -135,20 +136,21 @@ void gram_typed(const T* const* rows, int64_t n, const T* ref, int64_t begin, in
 }  // namespace
 
 void gram(const void* const* rows, int64_t n, const void* ref, int64_t begin, int64_t end,
-          DType dt, bool fast, double* G) {
+          DType dt, bool fast, double scale, double* G) {
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     const auto* r = reinterpret_cast<const T* const*>(rows);
     if (fast && !std::is_same_v<T, double>)
-      gram_typed<T, float>(r, n, static_cast<const T*>(ref), begin, end, G);
+      gram_typed<T, float>(r, n, static_cast<const T*>(ref), begin, end, float(scale), G);
     else
-      gram_typed<T, double>(r, n, static_cast<const T*>(ref), begin, end, G);
+      gram_typed<T, double>(r, n, static_cast<const T*>(ref), begin, end, scale, G);
   });
 }
 
 double gram_fast_error() {
   // Per entry: rounding of y (2u), kFastRun-term lane sums (kFastRun u), the pairwise
-  // horizontal sum (log2(lanes) u), and the product itself (u), u = 2^-24.
+  // horizontal sum (log2(lanes) u), and the product itself (u), u = 2^-24. Products that
+  // underflow add an absolute error instead (see fedsec/backends/native.py).
   int log2_lanes = 0;
   while ((1 << log2_lanes) < Simd<float>::kLanes) ++log2_lanes;
   return double(kFastRun + log2_lanes + 3) * 0x1p-24;

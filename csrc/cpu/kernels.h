@@ -16,10 +16,11 @@ struct Comparators {
 };
 
 struct Kernels {
-  // G (n x n, upper triangle including the diagonal) += centred products over [begin, end),
-  // with float32 products when `fast` (see gram.cpp), float64 otherwise.
+  // G (n x n, upper triangle including the diagonal) += products of the centred rows times
+  // `scale` over [begin, end), with float32 products when `fast` (see gram.cpp), float64
+  // otherwise.
   void (*gram)(const void* const* rows, int64_t n, const void* ref, int64_t begin, int64_t end,
-               DType dt, bool fast, double* G);
+               DType dt, bool fast, double scale, double* G);
   // Relative error bound of a fast Gram entry: |dG_ij| <= bound * ||y_i|| * ||y_j||.
   double (*gram_fast_error)();
   void (*combine)(const void* const* rows, const double* coeffs, int64_t n, const void* ref,
@@ -33,7 +34,8 @@ struct Kernels {
 
 #define FEDSEC_DECLARE_KERNELS(ns)                                                             \
   namespace ns {                                                                               \
-  void gram(const void* const*, int64_t, const void*, int64_t, int64_t, DType, bool, double*); \
+  void gram(const void* const*, int64_t, const void*, int64_t, int64_t, DType, bool, double,   \
+            double*);                                                                          \
   double gram_fast_error();                                                                    \
   void combine(const void* const*, const double*, int64_t, const void*, double, int64_t,       \
                int64_t, DType, void*, uint8_t*);                                               \

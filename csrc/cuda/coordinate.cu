@@ -70,7 +70,11 @@ __global__ void __launch_bounds__(kThreads)
       const int2 cmp = net[e];
       compare_exchange(column[cmp.x * stride], column[cmp.y * stride]);
     }
-    Element<T>::store(out, c, sorted_reduce(column, n, stride, op, k));
+    Acc<T> result = sorted_reduce<Acc<T>>(column, n, stride, op, k);
+    // A sum that overflowed (or a non-finite input, flagged above): redo it rescaled.
+    if (detail::is_nonfinite(result))
+      result = sorted_reduce_rescaled<Acc<T>>(column, n, stride, op, k);
+    Element<T>::store(out, c, result);
   }
 
   __syncthreads();
@@ -129,7 +133,11 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
     block_bitonic_sort(buf, p2);
-    if (threadIdx.x == 0) Element<T>::store(out, c, sorted_reduce(buf, n, 1, op, k));
+    if (threadIdx.x == 0) {
+      Acc<T> result = sorted_reduce<Acc<T>>(buf, n, 1, op, k);
+      if (detail::is_nonfinite(result)) result = sorted_reduce_rescaled<Acc<T>>(buf, n, 1, op, k);
+      Element<T>::store(out, c, result);
+    }
     __syncthreads();  // buf is reused by the next coordinate
   }
 

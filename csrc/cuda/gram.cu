@@ -1,4 +1,4 @@
-// Streaming Gram accumulation on the GPU: G += Y Y^T with y_i = x_i - r, in float64.
+// Streaming Gram accumulation on the GPU: G += Y Y^T with y_i = scale * (x_i - r), in float64.
 //
 // G is cut into tiles of kTile x kTile entries. A block owns one tile pair (bi <= bj) of the
 // upper triangle and one slice of the coordinates, which it walks in chunks of bk coordinates:
@@ -37,7 +37,8 @@ __device__ __forceinline__ int groups_in_tile(int64_t n, int64_t b) {
 }
 
 // Shapes: rows[n] device pointers to d elements of T; ref: d elements or null (no centring);
-//   G: n x n doubles, row-major, accumulated into (both triangles).
+//   scale: a power of two every centred value is multiplied by; G: n x n doubles, row-major,
+//   accumulated into (both triangles).
 // Launch: grid (tile pairs T(T+1)/2 with T = ceil(n / kTile), coordinate slices), kThreads
 //   threads; dynamic shared memory staged_rows * (bk + 1) doubles with bk = 1 << bk_shift,
 //   staged_rows = kMicro * (groups of tile bi + groups of tile bj, or just bi's on the diagonal),
@@ -47,7 +48,7 @@ __device__ __forceinline__ int groups_in_tile(int64_t n, int64_t b) {
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     gram_kernel(const T* const* __restrict__ rows, const T* __restrict__ ref, int64_t n,
-                int64_t d, int bk_shift, double* __restrict__ G) {
+                int64_t d, int bk_shift, double scale, double* __restrict__ G) {
   extern __shared__ double stage[];  // [staged row][bk + 1]: odd pitch against bank conflicts
   const int bk = 1 << bk_shift;
   const int pitch = bk + 1;
@@ -107,9 +108,9 @@ __global__ void __launch_bounds__(kThreads)
         // of the last tile) and coordinates past d stage zeros.
         const int64_t row = r < kMicro * mi ? bi * kTile + r : bj * kTile + (r - kMicro * mi);
         y[b] = 0.0;
-        if (e < items && row < n && c < d) {
-          y[b] = static_cast<double>(Element<T>::load(rows[row], c));
-          if (ref) y[b] -= static_cast<double>(Element<T>::load(ref, c));
+        if (e < items && row < n && c < d) {  // scaled before the difference, which could overflow
+          y[b] = static_cast<double>(Element<T>::load(rows[row], c)) * scale;
+          if (ref) y[b] -= static_cast<double>(Element<T>::load(ref, c)) * scale;
         }
       }
 #pragma unroll
@@ -161,7 +162,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename T>
-void gram_typed(const T* const* rows, int64_t n, const T* ref, int64_t d, double* G,
+void gram_typed(const T* const* rows, int64_t n, const T* ref, int64_t d, double scale, double* G,
                 cudaStream_t stream) {
   const int64_t tiles = (n + kTile - 1) / kTile;
   const int64_t staged_rows = tiles == 1 ? (n + kMicro - 1) / kMicro * kMicro : 2 * kTile;
@@ -185,18 +186,18 @@ void gram_typed(const T* const* rows, int64_t n, const T* ref, int64_t d, double
 
   const detail::StreamBuffer<const T*> table(rows, static_cast<size_t>(n), stream);
   gram_kernel<T><<<dim3(static_cast<unsigned>(tile_pairs), static_cast<unsigned>(slices)),
-                   kThreads, smem, stream>>>(table.get(), ref, n, d, bk_shift, G);
+                   kThreads, smem, stream>>>(table.get(), ref, n, d, bk_shift, scale, G);
   FEDSEC_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
 
-void gram(const void* const* rows, int64_t n, const void* ref, int64_t d, DType dt, double* G,
-          void* stream) {
+void gram(const void* const* rows, int64_t n, const void* ref, int64_t d, DType dt, double scale,
+          double* G, void* stream) {
   if (n <= 0 || d <= 0) return;
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
-    gram_typed(reinterpret_cast<const T* const*>(rows), n, static_cast<const T*>(ref), d, G,
+    gram_typed(reinterpret_cast<const T* const*>(rows), n, static_cast<const T*>(ref), d, scale, G,
                static_cast<cudaStream_t>(stream));
   });
 }

@@ -12,7 +12,7 @@ namespace {
 }
 }  // namespace
 
-void gram(const void* const*, int64_t, const void*, int64_t, DType, double*, void*) {
+void gram(const void* const*, int64_t, const void*, int64_t, DType, double, double*, void*) {
   unavailable();
 }
 void combine(const void* const*, const double*, int64_t, const void*, double, int64_t, DType,

@@ -1,9 +1,11 @@
 """Backends implement the three streaming primitives; the rules in fedsec.aggregators are
 written once on top of them.
 
-- ``gram(rows, ref, acc, fast)``: acc += (X - r)(X - r)^T into float64 (r = ref, or none when
-  None); ``fast`` allows float32 products, whose entries are then within
-  ``gram_error(dtype, fast, d) * ||x_i - r|| ||x_j - r||``.
+- ``gram(rows, ref, acc, fast, scale=1.0)``: acc += Y Y^T into float64 with Y = scale (X - r)
+  (r = ref, or none when None; scale a power of two that keeps float64 products in range, 1
+  with fast); ``fast`` allows float32 products. With ``(e, a) = gram_error(dtype, fast, d)``
+  every entry is within ``e ||y_i|| ||y_j|| + a``; a backend without a float32 pass for dtype
+  gives the same bound for both values of fast.
 - ``combine(rows, coeffs, ref, ref_coeff, out, flags)``: out = ref_coeff * r + sum_k c_k x_k.
 - ``select(rows, op, k, out, flags)``: per coordinate, sort and reduce (``SelectOp``).
 

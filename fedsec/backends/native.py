@@ -73,16 +73,20 @@ class NativeBackend:
     def flags_result(self, flags) -> np.ndarray:
         return (flags.cpu().numpy() if self.cuda else flags).astype(bool)
 
-    def gram_error(self, dtype, fast: bool, d: int) -> float:
-        """Bound e of a pass's Gram entries: |error of G_ij| <= e ||x_i - r|| ||x_j - r||."""
-        exact = exact_gram_error(d)
-        if self.cuda or not fast or _DTYPE_CODES[dtype] == 1:
+    def gram_error(self, dtype, fast: bool, d: int) -> tuple[float, float]:
+        """Bound (e, a) of a pass's Gram entries: |error of G_ij| <= e ||y_i|| ||y_j|| + a.
+        Without a float32 pass for ``dtype`` (CUDA, float64), fast=True gives the exact bound."""
+        exact = exact_gram_error(dtype, d)
+        code = _DTYPE_CODES[dtype]
+        if self.cuda or not fast or code == 1:
             return exact
-        return _core.gram_fast_error() + exact
+        # A float32 product that underflows errs by up to 2^-150 absolute, not relative; the
+        # differences of float16 values are >= 2^-24, their products cannot underflow.
+        return _core.gram_fast_error() + exact[0], (d * 2.0**-149 if code != 2 else 0.0)
 
-    def gram(self, rows, ref, acc, fast: bool) -> None:
+    def gram(self, rows, ref, acc, fast: bool, scale: float = 1.0) -> None:
         self._launch(_core.gram, [_address(r) for r in rows], _address(ref) if ref is not None else 0,
-                     _numel(rows[0]), _dtype_code(rows[0]), bool(fast), _address(acc))
+                     _numel(rows[0]), _dtype_code(rows[0]), bool(fast), float(scale), _address(acc))
 
     def combine(self, rows, coeffs, ref, ref_coeff, out, flags) -> None:
         self._launch(_core.combine, [_address(r) for r in rows], [float(c) for c in coeffs],
@@ -94,10 +98,12 @@ class NativeBackend:
                      _dtype_code(rows[0]), int(op), int(k), _address(out), _address(flags))
 
 
-def exact_gram_error(d: int) -> float:
+def exact_gram_error(dtype, d: int) -> tuple[float, float]:
     """A float64 sum of d products in any order is within (d + 1) * 2^-53 of exact, relative to
-    the sum of the products' magnitudes (<= ||y_i|| ||y_j|| by Cauchy-Schwarz)."""
-    return (d + 1) * 2.0**-53
+    the sum of the products' magnitudes (<= ||y_i|| ||y_j|| by Cauchy-Schwarz), plus 2^-1074 for
+    each product that underflows. Only float64 inputs' products can: the differences of
+    narrower values are 0 or >= 2^-149."""
+    return (d + 1) * 2.0**-53, (d * 2.0**-1074 if _DTYPE_CODES[dtype] == 1 else 0.0)
 
 
 def _numel(x) -> int:

@@ -50,16 +50,18 @@ class TorchBackend:
     def flags_result(self, flags: torch.Tensor) -> np.ndarray:
         return flags.cpu().numpy()
 
-    def gram_error(self, dtype, fast: bool, d: int) -> float:
-        return exact_gram_error(d)  # always float64
+    def gram_error(self, dtype, fast: bool, d: int) -> tuple[float, float]:
+        return exact_gram_error(dtype, d)  # always float64
 
-    def gram(self, rows, ref, acc: torch.Tensor, fast: bool) -> None:
+    def gram(self, rows, ref, acc: torch.Tensor, fast: bool, scale: float = 1.0) -> None:
         flat = [_flat(r) for r in rows]
         r = _flat(ref) if ref is not None else None
         for a, b in self._chunks(rows):
             y = torch.stack([x[a:b] for x in flat]).to(torch.float64)
+            if scale != 1.0:  # before the difference, which could overflow
+                y *= scale
             if r is not None:
-                y -= r[a:b].to(torch.float64)
+                y.sub_(r[a:b].to(torch.float64), alpha=scale)
             acc += y @ y.T
 
     def combine(self, rows, coeffs, ref, ref_coeff, out, flags: torch.Tensor) -> None:
@@ -85,7 +87,14 @@ class TorchBackend:
             stacked = torch.stack([x[a:b] for x in flat]).to(acc_dtype)
             flags |= ~torch.isfinite(stacked).all(dim=1)
             s = stacked.sort(dim=0).values
-            target[a:b] = _reduce_sorted(s, n, op, k).to(target.dtype)
+            value = _reduce_sorted(s, n, op, k)
+            # A sum that overflowed (or a non-finite input, flagged above): redo those
+            # coordinates rescaled, as select_math.h's sorted_reduce_rescaled.
+            redo = ~torch.isfinite(value)
+            if bool(redo.any()):
+                p = max(1, (n - 1).bit_length())  # 2^p >= max(n, 2)
+                value[redo] = _reduce_sorted(s[:, redo] * 2.0**-p, n, op, k) * 2.0**p
+            target[a:b] = value.to(target.dtype)
 
 
 def _median(s: torch.Tensor, n: int) -> torch.Tensor:
@@ -101,9 +110,12 @@ def _reduce_sorted(s: torch.Tensor, n: int, op: SelectOp, k: int) -> torch.Tenso
     # Closest to the median (k kept), as select_math.h: with K = n - k, the low end is dropped
     # at the i < K where s[i] + s[n-K+i] < 2 median; value i is kept iff it is not such a
     # dropped low value and, for i >= k, value i - k was one.
+    # NaN where 2 median overflows (the decisions are then wrong), as there.
     K = n - k
-    dropped_low = s[:K] + s[n - K:] < 2 * _median(s, n)
+    twice_median = 2 * _median(s, n)
+    dropped_low = s[:K] + s[n - K:] < twice_median
     keep = torch.ones_like(s, dtype=torch.bool)
     keep[:K] &= ~dropped_low
     keep[k:] &= dropped_low
-    return torch.where(keep, s, torch.zeros_like(s)).sum(dim=0) / k
+    kept = torch.where(keep, s, torch.zeros_like(s)).sum(dim=0)
+    return kept / k - (twice_median - twice_median)

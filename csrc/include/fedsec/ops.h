@@ -16,11 +16,13 @@ namespace fedsec {
 
 namespace cpu {
 
-// G[i*n + j] += sum_c (x_i[c] - r[c]) * (x_j[c] - r[c]) (G is n x n float64, row-major).
-// `fast`: float32 differences and products for 16- and 32-bit inputs, each entry then within
-// gram_fast_error() * ||x_i - r|| * ||x_j - r|| of the exact value; otherwise float64 throughout.
+// G[i*n + j] += sum_c y_i[c] * y_j[c] with y = scale * (x - r) (G is n x n float64, row-major).
+// `scale` is a power of two (1 for none) that keeps float64 products of huge or tiny updates in
+// range; it must be 1 for float32 products. `fast`: float32 differences and products for 16-
+// and 32-bit inputs, each entry then within gram_fast_error() * ||y_i|| * ||y_j|| of the exact
+// value (plus d * 2^-149 where products underflow); otherwise float64 throughout.
 void gram(const void* const* rows, int64_t n, const void* ref, int64_t d, DType dt, bool fast,
-          double* G);
+          double scale, double* G);
 double gram_fast_error();
 
 // out[c] = ref_coeff * r[c] + sum_k coeffs[k] * x_k[c], accumulated in float32 (float64 for
@@ -45,8 +47,8 @@ namespace cuda {
 // Same contracts as the CPU primitives, on one CUDA device. `rows` is a host array of device
 // pointers; coeffs is a host array; every other pointer is device memory (G: n*n doubles,
 // nonfinite: n bytes). Work is enqueued on `stream` (a cudaStream_t) and not synchronised.
-void gram(const void* const* rows, int64_t n, const void* ref, int64_t d, DType dt, double* G,
-          void* stream);
+void gram(const void* const* rows, int64_t n, const void* ref, int64_t d, DType dt, double scale,
+          double* G, void* stream);
 void combine(const void* const* rows, const double* coeffs, int64_t n, const void* ref,
              double ref_coeff, int64_t d, DType dt, void* out, uint8_t* nonfinite, void* stream);
 void coordinate_select(const void* const* rows, int64_t n, int64_t d, DType dt, SelectOp op,

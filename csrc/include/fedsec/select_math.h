@@ -48,7 +48,9 @@ FEDSEC_HD A sorted_trimmed_mean(const A* s, int64_t n, int64_t stride, int64_t k
 // P(i - keep)): branch-free, no per-lane indexing, so SIMD lanes (coordinates) run it as is.
 // P is evaluated as s[i] + s[n-K+i] < 2 med: for the two middle values of an even count and for
 // values symmetric about the median both sides round alike, so exact ties stay ties (and keep
-// the lower value) instead of being decided by rounding.
+// the lower value) instead of being decided by rounding. When 2 med overflows, the decisions
+// are wrong although the sum may be finite: the result is then NaN, so that the callers'
+// overflow check (sorted_reduce_rescaled) sees it.
 template <typename S, typename A>
 FEDSEC_HD A sorted_closest_median_mean(const A* s, int64_t n, int64_t stride, int64_t keep) {
   const A twice_med = sorted_median<S>(s, n, stride) * S(2);
@@ -64,18 +66,37 @@ FEDSEC_HD A sorted_closest_median_mean(const A* s, int64_t n, int64_t stride, in
     }
     sum += v;
   }
-  return sum / S(keep);
+  // x - (+0) is x, -0 included; NaN where 2 med is not finite.
+  return sum / S(keep) - (twice_med - twice_med);
 }
 
-// Scalar reduction of one sorted coordinate (the CUDA kernels' path).
-template <typename A>
+// The reduction `op` of one sorted coordinate (or, on the CPU, of a vector of them).
+template <typename S, typename A>
 FEDSEC_HD A sorted_reduce(const A* s, int64_t n, int64_t stride, SelectOp op, int64_t k) {
   switch (op) {
-    case SelectOp::median: return sorted_median<A>(s, n, stride);
-    case SelectOp::trimmed_mean: return sorted_trimmed_mean<A>(s, n, stride, k);
-    case SelectOp::closest_median: return sorted_closest_median_mean<A>(s, n, stride, k);
+    case SelectOp::median: return sorted_median<S>(s, n, stride);
+    case SelectOp::trimmed_mean: return sorted_trimmed_mean<S>(s, n, stride, k);
+    case SelectOp::closest_median: return sorted_closest_median_mean<S>(s, n, stride, k);
   }
-  return A(0);
+  return A{};
+}
+
+// The reduction of finite values near the top of their type's range (float32 and bfloat16 past
+// ~1e38, float64 past ~1e308), where a sum overflows and sorted_reduce gives Inf or NaN: the
+// values are scaled by 2^-p with 2^p >= max(n, 2), so no sum of the reduction (of at most n
+// values, or twice the median) can exceed the largest value, reduced, and the result scaled back.
+// Scaling by a power of two is exact, so this is the result an unbounded exponent would give
+// (values that become subnormal lose bits, which cannot matter beside values that large). The
+// callers take it only where sorted_reduce was not finite. Scales s in place.
+template <typename S, typename A>
+FEDSEC_HD A sorted_reduce_rescaled(A* s, int64_t n, int64_t stride, SelectOp op, int64_t k) {
+  S down = S(0.5), up = S(2);
+  for (int64_t m = 2; m < n; m *= 2) {
+    down *= S(0.5);
+    up *= S(2);
+  }
+  for (int64_t i = 0; i < n; ++i) s[i * stride] = s[i * stride] * down;
+  return sorted_reduce<S>(s, n, stride, op, k) * up;
 }
 
 }  // namespace fedsec
