@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fedsec.models import build_model
+from fedsec.models import build_model, model_task
 from fedsec.threads import available_cores
 
 # (model, input shape, classes, options): the shapes the shipped datasets give each model.
@@ -52,9 +52,10 @@ def step_time(model_name: str, threads: int, steps: int) -> float:
     torch.manual_seed(0)
     model = build_model(model_name, input_shape=shape, num_classes=classes, **options)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    if len(shape) == 1:  # token sequences: next-token targets at every position
+    if len(shape) == 1:  # token sequences; a language model has a target at every position
         x = torch.randint(0, classes, (BATCH, *shape))
-        y = torch.randint(0, classes, (BATCH, *shape))
+        targets = shape if model_task(model_name) == "language_model" else ()
+        y = torch.randint(0, classes, (BATCH, *targets))
     else:
         x, y = torch.randn(BATCH, *shape), torch.randint(0, classes, (BATCH,))
 

@@ -9,11 +9,10 @@ process may run on: its CPU affinity, capped by a cgroup CPU quota (a container'
 - torch's inter-op pool gets one thread: fedsec runs no inter-op parallel work, and an idle pool
   is one more set of threads to wake;
 - torch's intra-op pool, during local training, gets one thread when the model's step is too
-  small to split (``training_threads``), else the budget. A client step of the shipped models
-  takes 0.1 to 30 ms; below a few milliseconds a second thread saves little on a quiet machine
-  and costs up to 15x when another process holds a core, because torch's threads wait for each
-  other at every operation (bench/threads.py measures it, bench/results/threads.md has the
-  numbers);
+  small to split (``training_threads``, under SMALL_STEP_FLOPS per sample), else the budget:
+  torch's threads wait for each other at every operation, so a small step gains little from a
+  second one and loses when another process holds a core (bench/threads.py measures the
+  per-step cost of every shipped model against threads, quiet and beside a busy core);
 - ``fedsec matrix --jobs k`` gives each worker process budget // k threads (at least one),
   through FEDSEC_NUM_THREADS, so the workers never oversubscribe the cores between them.
 """
@@ -25,9 +24,13 @@ from pathlib import Path
 
 ENV = "FEDSEC_NUM_THREADS"
 
-# Local training of a model below this many forward FLOPs per sample runs on one torch thread
-# (the threshold is read off bench/results/threads.md).
-SMALL_STEP_FLOPS = 50e6
+# Local training of a model below this many forward FLOPs per sample runs on one torch thread.
+# From bench/results/threads.md (batch 32, 2 cores): a second thread made the steps of lr and
+# LeNet-5 (0.02 and 0.8 MFLOPs) at most 1.4x faster on a quiet machine and 1.4x slower beside a
+# busy core; the FedAvg CNN (25 MFLOPs) and larger gain 1.7-1.9x quiet, and lose 1.1x (LSTM)
+# to 15x (ResNet-20, many small synchronised operations) when a core is busy, which
+# FEDSEC_NUM_THREADS=1 avoids on a shared machine.
+SMALL_STEP_FLOPS = 10e6
 
 
 def thread_budget() -> int:
@@ -82,23 +85,38 @@ def training_threads(flops_per_sample: float) -> int:
 
 
 def forward_flops(model, sample) -> float:
-    """FLOPs of ``model``'s forward pass on ``sample`` (a batch of one): torch's FLOP counter,
-    plus the recurrent layers it does not count (4 gates of two matrix products per step)."""
+    """FLOPs (2 per multiply-add) of ``model``'s forward pass on ``sample`` (a batch of one),
+    counted over its dense, convolutional and LSTM layers, the layers that hold the work of the
+    shipped models. (torch's own FLOP counter imports TorchDynamo: over a second of start-up.)"""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch import nn
 
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(sample)
-    flops = float(counter.get_total_flops())
-    steps = sample.shape[1] if sample.dim() > 1 else 1  # time steps of a batch-first sequence
-    for module in model.modules():
-        if isinstance(module, torch.nn.LSTM):
+    macs = 0.0
+
+    def count(module, inputs, output) -> None:
+        nonlocal macs
+        if isinstance(module, nn.Linear):
+            macs += output.numel() * module.in_features
+        elif isinstance(module, nn.modules.conv._ConvNd):
+            kernel = math.prod(module.kernel_size)
+            macs += output.numel() * module.in_channels // module.groups * kernel
+        elif isinstance(module, nn.LSTM):  # 4 gates, each an input and a recurrent product
+            steps = inputs[0].shape[1 if module.batch_first else 0]
             directions = 2 if module.bidirectional else 1
             for layer in range(module.num_layers):
                 width = module.input_size if layer == 0 else module.hidden_size * directions
-                flops += (directions * steps * 2 * 4 * module.hidden_size
-                          * (width + module.hidden_size))
-    return flops
+                macs += directions * steps * 4 * module.hidden_size * (width
+                                                                         + module.hidden_size)
+
+    layers = (nn.Linear, nn.modules.conv._ConvNd, nn.LSTM)
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, layers)]
+    try:
+        with torch.no_grad():
+            model(sample)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return 2.0 * macs
 
 
 def apply(flops_per_sample: float | None = None) -> dict[str, int]:

@@ -99,6 +99,19 @@ def test_groups_split_by_memory_give_the_same_models(monkeypatch):
         assert all(torch.allclose(a.state[k], b.state[k], rtol=1e-12, atol=0) for k in a.state)
 
 
+def test_clients_read_from_a_shared_pool_train_as_copies_do():
+    model, clients = make_clients("lr", torch.float64)
+    pool = (torch.cat([c.features for c in clients]), torch.cat([c.labels for c in clients]))
+    starts = [0, *torch.tensor([c.features.shape[0] for c in clients]).cumsum(0).tolist()]
+    pooled = [ClientData(pool[0][s:s + len(c.labels)], pool[1][s:s + len(c.labels)], c.seed,
+                         pool, s) for c, s in zip(clients, starts)]
+    how = HOWS["sgd"]
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for a, b in zip(train_batched(model, start, clients, how),
+                    train_batched(model, start, pooled, how)):
+        assert all(torch.equal(a.state[k], b.state[k]) for k in a.state)
+
+
 @pytest.mark.parametrize("name,options,reason", [
     ("resnet20", {}, "buffers"),
     ("bilstm", {}, "recurrent"),
@@ -155,8 +168,9 @@ def test_the_attacker_trains_apart_with_its_own_epochs(monkeypatch):
 
     groups = []
     real_batched, real_local = experiment_module.train_batched, experiment_module.train_local
-    monkeypatch.setattr(experiment_module, "train_batched", lambda model, state, clients, how: (
-        groups.append((len(clients), how.epochs)) or real_batched(model, state, clients, how)))
+    monkeypatch.setattr(experiment_module, "train_batched", lambda model, state, clients, how,
+                        **options: (groups.append((len(clients), how.epochs))
+                                    or real_batched(model, state, clients, how, **options)))
     monkeypatch.setattr(experiment_module, "train_local", lambda *args: (
         groups.append((1, args[4].epochs)) or real_local(*args)))
     attack = {"enable_attack": True, "attack_type": "model_replacement",

@@ -23,6 +23,7 @@ trained one client at a time (``batching_obstacle`` says why).
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,9 +43,15 @@ GROUP_MEMORY_BUDGET = 1 << 30
 
 @dataclass(frozen=True)
 class ClientData:
+    """A client's data and seed. ``pool``: (features, labels) of many clients, of which this
+    client's are the rows from ``start`` on, so a group reads the pool rather than a
+    concatenated copy of its clients' data."""
+
     features: torch.Tensor
     labels: torch.Tensor
     seed: int
+    pool: tuple[torch.Tensor, torch.Tensor] | None = None
+    start: int = 0
 
 
 def batching_obstacle(model: nn.Module) -> str | None:
@@ -74,9 +81,10 @@ def group_size(model: nn.Module) -> int:
 
 
 def train_batched(model: nn.Module, global_state: StateDict, clients: list[ClientData],
-                  how: LocalTraining) -> list[LocalResult]:
+                  how: LocalTraining, *, keep_first_batch: bool = True) -> list[LocalResult]:
     """``train_local`` for each of ``clients`` (same seeds, same results to rounding), in
-    groups of at most ``group_size(model)``."""
+    groups of at most ``group_size(model)``; ``keep_first_batch=False`` leaves
+    ``first_batch`` None (it is a copy, needed only to score a reconstruction attack)."""
     results: list[LocalResult | None] = [
         LocalResult(0, {k: v.detach().clone() for k, v in global_state.items()}, 0, 0.0, None)
         if c.features.shape[0] == 0 else None for c in clients]  # no data: no step
@@ -85,23 +93,29 @@ def train_batched(model: nn.Module, global_state: StateDict, clients: list[Clien
     for start in range(0, len(training), size):
         group = training[start:start + size]
         for i, result in zip(group, _train_group(model, global_state,
-                                                 [clients[i] for i in group], how)):
+                                                 [clients[i] for i in group], how,
+                                                 keep_first_batch)):
             results[i] = result
     return results
 
 
 def _train_group(model: nn.Module, global_state: StateDict, clients: list[ClientData],
-                 how: LocalTraining) -> list[LocalResult]:
+                 how: LocalTraining, keep_first_batch: bool) -> list[LocalResult]:
     model.train()
     schedules = [_batches(c, how) for c in clients]
     # Longest-training clients first, so the clients still training at a step are a prefix of
     # the group and each step runs on exactly those.
     order = sorted(range(len(clients)), key=lambda i: -len(schedules[i]))
     steps = [len(schedules[i]) for i in order]
-    features = torch.cat([clients[i].features for i in order])
-    labels = torch.cat([clients[i].labels for i in order])
-    rows, scored = _step_rows([schedules[i] for i in order], [clients[i] for i in order],
-                              how.batch_size)
+    pool = clients[0].pool
+    if pool is not None and all(c.pool is pool for c in clients):
+        (features, labels), starts = pool, [clients[i].start for i in order]
+    else:
+        features = torch.cat([clients[i].features for i in order])
+        labels = torch.cat([clients[i].labels for i in order])
+        starts = [0, *itertools.accumulate(clients[i].features.shape[0] for i in order)][:-1]
+    rows, scored = _step_rows([schedules[i] for i in order], starts, how.batch_size,
+                              features.device)
     names = [name for name, _ in model.named_parameters()]
     stacked = {name: global_state[name].detach().unsqueeze(0)
                .repeat(len(clients), *([1] * global_state[name].dim())).requires_grad_()
@@ -135,7 +149,8 @@ def _train_group(model: nn.Module, global_state: StateDict, clients: list[Client
     sums = loss_sums.tolist()
     mean_loss = {i: sums[position] / steps[position] for position, i in enumerate(order)}
     return [LocalResult(c.features.shape[0], finished[i], len(schedules[i]), mean_loss[i],
-                        (c.features[schedules[i][0]], c.labels[schedules[i][0]]))
+                        (c.features[schedules[i][0]], c.labels[schedules[i][0]])
+                        if keep_first_batch else None)
             for i, c in enumerate(clients)]
 
 
@@ -157,17 +172,16 @@ def _batches(client: ClientData, how: LocalTraining) -> list[torch.Tensor]:
     return out
 
 
-def _step_rows(schedules: list[list[torch.Tensor]], clients: list[ClientData],
-               batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows of the concatenated data, [steps, G, B], that each client's batch of each step
-    reads, and which of them are scored, [steps, G, B]: a short batch is padded with unscored
-    rows, and a client past its last step reads unscored rows of its own. Built on the host in
-    one array (a few operations per client, not per step)."""
+def _step_rows(schedules: list[list[torch.Tensor]], starts: list[int], batch_size: int,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of the group's data (client g's from ``starts[g]`` on), [steps, G, B], that each
+    client's batch of each step reads, and which of them are scored, [steps, G, B]: a short
+    batch is padded with unscored rows, and a client past its last step reads unscored rows of
+    its own. Built on the host in one array (a few operations per client, not per step)."""
     total_steps = max(len(s) for s in schedules)
-    rows = np.zeros((len(clients), total_steps, batch_size), dtype=np.int64)
-    scored = np.zeros((len(clients), total_steps, batch_size), dtype=bool)
-    offset = 0
-    for g, (schedule, client) in enumerate(zip(schedules, clients)):
+    rows = np.zeros((len(schedules), total_steps, batch_size), dtype=np.int64)
+    scored = np.zeros((len(schedules), total_steps, batch_size), dtype=bool)
+    for g, (schedule, offset) in enumerate(zip(schedules, starts)):
         padded = np.zeros((len(schedule), batch_size), dtype=np.int64)
         valid = np.zeros((len(schedule), batch_size), dtype=bool)
         sizes = np.array([len(b) for b in schedule])
@@ -176,8 +190,6 @@ def _step_rows(schedules: list[list[torch.Tensor]], clients: list[ClientData],
         rows[g, :len(schedule)] = padded + offset
         rows[g, len(schedule):] = offset
         scored[g, :len(schedule)] = valid
-        offset += client.features.shape[0]
-    device = clients[0].features.device
     return (torch.from_numpy(rows.transpose(1, 0, 2).copy()).to(device),
             torch.from_numpy(scored.transpose(1, 0, 2).copy()).to(device))
 

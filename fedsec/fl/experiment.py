@@ -62,10 +62,15 @@ class Experiment:
         self.data = subset(data, c.data.train_size, c.data.test_size, self.seed)
         parts = partition(self.data, t.client_num_in_total, c.data.partition_method,
                           alpha=c.data.partition_alpha, seed=self.seed)
-        x, y = self.data.train_x.to(self.device), self.data.train_y.to(self.device)
-        self.client_data = [(x[idx], y[idx]) for idx in
-                            (torch.as_tensor(p, dtype=torch.long, device=self.device)
-                             for p in parts)]
+        # Every client's rows in one pool, client after client: a client's data is a view of
+        # it, and batched training reads the pool directly.
+        rows = torch.as_tensor(np.concatenate([np.asarray(p, dtype=np.int64) for p in parts]),
+                               dtype=torch.long)
+        self.pool = (self.data.train_x[rows].to(self.device),
+                     self.data.train_y[rows].to(self.device))
+        self.pool_starts = np.cumsum([0, *map(len, parts)])[:-1].tolist()
+        self.client_data = [(self.pool[0][s:s + len(p)], self.pool[1][s:s + len(p)])
+                            for s, p in zip(self.pool_starts, parts)]
         self.test = (self.data.test_x.to(self.device), self.data.test_y.to(self.device))
         self.backdoor_test = self._backdoor_test_set()
         self.model = self.new_model()
@@ -157,12 +162,12 @@ class Experiment:
         work: list[tuple[LocalTraining, ClientData]] = []
         for cid in clients:
             x, y = self.client_data[cid]
-            how = self.training
+            seed = derive_seed(self.seed, ctx.round_index, cid, _CLIENT)
+            data, how = ClientData(x, y, seed, self.pool, self.pool_starts[cid]), self.training
             if self.attacker.is_malicious(cid, ctx):
-                x, y = self.attacker.poison_data(x, y, cid, ctx)
+                data = ClientData(*self.attacker.poison_data(x, y, cid, ctx), seed)
                 how = dataclasses.replace(how, **self.attacker.local_training(cid, ctx))
-            work.append((how, ClientData(x, y, derive_seed(self.seed, ctx.round_index, cid,
-                                                           _CLIENT))))
+            work.append((how, data))
         if not self.batching:
             return [train_local(self.model, self.global_model, d.features, d.labels, how,
                                 d.seed) for how, d in work]
@@ -172,7 +177,8 @@ class Experiment:
         results: list[LocalResult | None] = [None] * len(work)
         for how, positions in groups.items():
             trained = train_batched(self.model, self.global_model,
-                                    [work[p][1] for p in positions], how)
+                                    [work[p][1] for p in positions], how,
+                                    keep_first_batch=ctx.client_batches is not None)
             for position, result in zip(positions, trained):
                 results[position] = result
         return results
