@@ -158,11 +158,13 @@ def krum(updates, f: int, m: int = 1, weights=None, *, on_nonfinite: str = "excl
 
 
 def geometric_median(updates, weights=None, nu: float = 1e-6, max_iter: int = 100,
-                     tol: float = 1e-6, *, on_nonfinite: str = "exclude",
+                     tol: float = 1e-7, *, on_nonfinite: str = "exclude",
                      return_info: bool = False, backend: str = "auto"):
     """Geometric median by smoothed Weiszfeld iterations (Pillutla et al., RFA): argmin_z
-    sum_i a_i ||z - x_i|| with a the normalised weights. The iterations run on the n x n Gram
-    matrix, so the data is read twice whatever the number of iterations."""
+    sum_i a_i ||z - x_i|| with a the normalised weights. Stops when the estimated distance to
+    the minimiser is at most tol times the weighted median distance from z to the clients
+    (docs/api.md says what that guarantees). The iterations run on the n x n Gram matrix, so
+    the data is read twice whatever the number of iterations."""
     nu = _positive("nu", nu)
     max_iter = _integer("max_iter", max_iter, 1)
     tol = _positive("tol", tol, allow_zero=True)

@@ -69,27 +69,36 @@ def krum(X, f, m=1, weights=None, D=None):
     return mean(X[chosen], w)
 
 
-def geometric_median(X, weights=None, nu=1e-6, max_iter=100, tol=1e-6, return_details=False):
+def geometric_median(X, weights=None, nu=1e-6, max_iter=100, tol=1e-7, return_details=False):
     """Smoothed Weiszfeld (Pillutla et al., "Robust aggregation for federated learning", RFA):
     argmin_z sum_i a_i ||z - x_i||. From the weighted mean, z <- sum_i b_i x_i with
-    b_i proportional to a_i / max(nu, ||z - x_i||); stops when the objective changes by at most
-    tol * (new objective), or after max_iter iterations.
+    b_i proportional to a_i / max(nu, ||z - x_i||). Stops after max_iter iterations, or when b
+    changes by at most 4 * 2^-52 per entry (z no longer moves), or when, with m the step just
+    taken and q = m / (the step before) < 1, m q / (1 - q) <= tol * s: s the lower weighted
+    median (weights a) of the distances ||z - x_i|| (docs/api.md).
 
     With return_details: (z, b, iterations), b the coefficients of the returned z."""
     a = _normalised(len(X), weights)
     b = a.copy()
     z = b @ X
-    objective = a @ np.linalg.norm(X - z, axis=1)
+    dist = np.linalg.norm(X - z, axis=1)
+    previous = None
     iterations = 0
     for iterations in range(1, max_iter + 1):
+        new_b = a / np.maximum(nu, dist)
+        new_b = new_b / new_b.sum()
+        new_z = new_b @ X
+        step = np.linalg.norm(new_z - z)
+        stationary = np.abs(new_b - b).max() <= 4 * 2.0**-52
+        b, z = new_b, new_z
         dist = np.linalg.norm(X - z, axis=1)
-        b = a / np.maximum(nu, dist)
-        b = b / b.sum()
-        z = b @ X
-        new_objective = a @ np.linalg.norm(X - z, axis=1)
-        if abs(objective - new_objective) <= tol * new_objective:
+        order = np.argsort(dist, kind="stable")
+        cumulative = np.cumsum(a[order])
+        s = dist[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])]
+        if stationary or (previous is not None and step < previous
+                          and step * (step / previous) <= tol * s * (1 - step / previous)):
             break
-        objective = new_objective
+        previous = step
     return (z, b, iterations) if return_details else z
 
 

@@ -142,23 +142,52 @@ def bulyan_selection(D: np.ndarray, f: int, theta: int) -> list[int]:
     return chosen
 
 
+def weighted_median(values: np.ndarray, a: np.ndarray) -> float:
+    """The lower weighted median: the smallest value with at least half the weight a at or
+    below it."""
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(a[order])
+    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
+# Coefficient changes this small are rounding: the iterate no longer moves.
+STATIONARY = 4 * 2.0**-52
+
+
 def weiszfeld(G: np.ndarray, a: np.ndarray, nu: float, max_iter: int, tol: float):
     """Smoothed Weiszfeld iterations of Pillutla et al. (RFA) for argmin_z sum_i a_i ||z - x_i||.
 
-    Starts at the weighted mean; each step sets beta proportional to a_i / max(nu, ||z - x_i||);
-    stops when the objective changes by at most tol * objective. Returns (beta, iterations).
+    Starts at the weighted mean; each step sets beta proportional to a_i / max(nu, ||z - x_i||).
+    Stops when the step no longer moves z (beta changes by rounding only), or when
+    ``converged`` says the remaining distance to the minimiser is at most tol times the weighted
+    median distance from z to the clients. Returns (beta, iterations).
     """
     beta = a.copy()
-    objective = float(a @ distances_to_point(G, beta))
+    dist = distances_to_point(G, beta)
+    previous = None
     iterations = 0
     for iterations in range(1, max_iter + 1):
-        b = a / np.maximum(nu, distances_to_point(G, beta))
-        beta = b / b.sum()
-        new_objective = float(a @ distances_to_point(G, beta))
-        if abs(objective - new_objective) <= tol * new_objective:
+        b = a / np.maximum(nu, dist)
+        new_beta = b / b.sum()
+        delta = new_beta - beta
+        step = math.sqrt(max(float(delta @ G @ delta), 0.0))
+        beta = new_beta
+        dist = distances_to_point(G, beta)
+        target = tol * weighted_median(dist, a)
+        if np.abs(delta).max() <= STATIONARY or converged(step, previous, target):
             break
-        objective = new_objective
+        previous = step
     return beta, iterations
+
+
+def converged(step: float, previous: float | None, target: float) -> bool:
+    """Whether the remaining distance to the limit is at most ``target`` if every later step is
+    at most q times the one before, q = step / previous (Weiszfeld's linear convergence): the
+    steps left then sum to at most step q / (1 - q)."""
+    if previous is None or not step < previous:
+        return False
+    q = step / previous
+    return step * q <= target * (1.0 - q)
 
 
 def centered_clip(G: np.ndarray, beta: np.ndarray, tau: float, iters: int) -> np.ndarray:

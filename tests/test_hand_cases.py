@@ -264,27 +264,27 @@ def test_geometric_median_one_step(backend):
     assert info.iterations == 1
 
 
-@pytest.mark.parametrize("tol,iterations,expected", [
-    (0.26, 1, 10.0),      # step 1 stops: 7.5 <= 0.26 * 30
-    (0.22, 2, 25.0 / 7),  # 7.5 > 0.22 * 30 (though <= 0.22 * 37.5, the old objective): go on
-])
-def test_geometric_median_stopping_rule_uses_the_new_objective(tol, iterations, expected, backend):
-    # 1-D 0, 0, 0, 100 from the mean 25: objective 37.5. Step 1: distances 25 (x3), 75 ->
-    # b ~ (3/25, 1/75): z = 10, objective (30 + 90) / 4 = 30, change 7.5. Step 2: distances
-    # 10 (x3), 90 -> z = (100/90) / (3/10 + 1/90) = 25/7, objective 26.79, change 3.21 <= 0.22 * 26.79.
-    value, info = fedsec.geometric_median(_t([[0.0], [0.0], [0.0], [100.0]], backend), tol=tol, return_info=True,
+def _weiszfeld_step_1d(x, z):
+    # z <- sum_i b_i x_i / sum_i b_i, b_i = 1 / |z - x_i| (uniform weights, no distance below nu)
+    b = 1.0 / np.abs(np.asarray(x) - z)
+    return float(b @ np.asarray(x) / b.sum())
+
+
+@pytest.mark.parametrize("tol,iterations", [(0.95, 2), (0.5, 3)])
+def test_geometric_median_stops_on_the_estimated_remaining_distance(tol, iterations, backend):
+    # 1-D 0, 1, 10 from the mean 11/3: z1 = 2.4254, z2 = 1.6227, z3 = 1.1957 (steps 1.2413,
+    # 0.8026, 0.4271); the weighted median distance from z_k is z_k (the one to 0). Step 1 has
+    # no step before it, so it never stops there. Step 2: q = 0.8026 / 1.2413 = 0.6466, the
+    # remaining distance m q / (1 - q) = 1.4687 = 0.905 z2: stops for tol 0.95, not 0.5. Step 3:
+    # q = 0.5321, 0.4857 = 0.406 z3 <= 0.5 z3.
+    x = [0.0, 1.0, 10.0]
+    z = sum(x) / 3
+    for _ in range(iterations):
+        z = _weiszfeld_step_1d(x, z)
+    value, info = fedsec.geometric_median(_t([[v] for v in x], backend), tol=tol, return_info=True,
                                           backend=backend.kind)
     assert info.iterations == iterations
-    np.testing.assert_allclose(_np(value), [expected], rtol=1e-13)
-
-
-def test_geometric_median_nu_caps_the_weight_of_a_close_point(backend):
-    # One step from the mean 1 of 0, 1, 2 (nu = 10): every distance (1, 0, 1) is below nu, so all
-    # weights are a_i / nu, equal: z stays at the mean, and the objective does not change.
-    value, info = fedsec.geometric_median(_t([[0.0], [1.0], [2.0]], backend), nu=10.0, return_info=True,
-                                          backend=backend.kind)
-    np.testing.assert_allclose(_np(value), [1.0], rtol=1e-14)
-    assert info.iterations == 1
+    np.testing.assert_allclose(_np(value), [z], rtol=1e-13)
 
 
 # --- centred clipping -----------------------------------------------------------------------------

@@ -249,6 +249,46 @@ def test_medoid_tie_rule_on_exact_sums():
         assert ref.medoid(None, D) == expected, sums
 
 
+# --- item 11: the Weiszfeld stopping rule -------------------------------------------------------
+
+def _lower_weighted_median(values: np.ndarray, a: np.ndarray) -> float:
+    order = np.argsort(values, kind="stable")
+    return float(values[order][np.searchsorted(np.cumsum(a[order]), 0.5 * a.sum())])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_geometric_median_default_reaches_1e_minus6(seed, backend):
+    """Gaussian n=5, d=7 clients: with the defaults the point is within 1e-6 of the exact
+    minimiser, relative to the weighted median distance from it to the clients (and to its
+    norm), and the rule, not max_iter, ended the iterations."""
+    X = np.random.default_rng(seed).standard_normal((5, 7))
+    value, info = fedsec.geometric_median(_tensor(X, "float64", backend.device), return_info=True,
+                                          backend=backend.kind)
+    exact = ref.geometric_median(X, tol=0.0, max_iter=100000)
+    s = _lower_weighted_median(np.linalg.norm(X - exact, axis=1), np.full(5, 0.2))
+    error = float(np.linalg.norm(_np(value) - exact))
+    what = f"seed={seed} backend={backend.id} iterations={info.iterations}"
+    assert error <= 1e-6 * s, f"{what}: |z - z*| = {error:.3g}, {error / s:.3g} of s = {s:.3g}"
+    assert error <= 1e-6 * float(np.linalg.norm(exact)), f"{what}: |z - z*| = {error:.3g}, |z*| = {np.linalg.norm(exact):.3g}"
+    assert info.iterations < 100, what
+
+
+@pytest.mark.parametrize("tol", [1e-3, 1e-5, 1e-9])
+@pytest.mark.parametrize("shape", [(5, 7), (9, 20), (17, 1000)], ids=["5x7", "9x20", "17x1000"])
+def test_geometric_median_tolerance_is_the_relative_accuracy(tol, shape):
+    """docs/api.md: where the steps shrink geometrically the returned point is within about
+    tol of the minimiser, relative to the weighted median distance (2x allowed for the
+    estimate's ratio of steps still changing)."""
+    worst = 0.0
+    for seed in range(30):
+        X = np.random.default_rng(seed_of("tol", seed, shape)).standard_normal(shape)
+        exact = ref.geometric_median(X, tol=0.0, max_iter=100000)
+        s = _lower_weighted_median(np.linalg.norm(X - exact, axis=1), np.full(shape[0], 1.0 / shape[0]))
+        value, info = fedsec.geometric_median(X, tol=tol, max_iter=1000, return_info=True)
+        worst = max(worst, float(np.linalg.norm(value - exact)) / s)
+    assert worst <= 2 * tol, f"worst |z - z*| / s = {worst:.3g} for tol={tol}"
+
+
 # --- item 12: weights' shape, the thread count ----------------------------------------------------
 
 @pytest.mark.parametrize("shape", [(9, 1), (3, 3), (1, 9), ()], ids=["9x1", "3x3", "1x9", "scalar"])
