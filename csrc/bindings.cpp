@@ -153,6 +153,8 @@ PYBIND11_MODULE(_core, m) {
       py::arg("n"), py::arg("op"), py::arg("k"),
       "Comparators coordinate_select runs for op (for tests).");
   m.def("cpu_isa", &fedsec::cpu::isa);
+  m.def("cpu_isas", &fedsec::cpu::available_isas);
+  m.def("set_cpu_isa", &fedsec::cpu::set_isa, py::arg("name"));
   m.def("num_threads", &fedsec::cpu::num_threads);
   m.def("set_num_threads", &fedsec::cpu::set_num_threads, py::arg("threads"));
   m.def("cuda_built", &fedsec::cuda::built);

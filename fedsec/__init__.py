@@ -36,7 +36,7 @@ _EXPORTS = {
     "krum_scores": "aggregators", "krum": "aggregators", "geometric_median": "aggregators",
     "bulyan": "aggregators", "centered_clip": "aggregators", "AggregationInfo": "info",
     "NonFiniteUpdateError": "errors", "CudaUnavailableError": "errors", "build_info": "build",
-    "set_num_threads": "build",
+    "set_num_threads": "build", "set_cpu_isa": "build",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
@@ -64,6 +64,6 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .aggregators import (bulyan, centered_clip, geometric_median, krum, krum_scores, mean,
                               median, trimmed_mean)
-    from .build import build_info, set_num_threads
+    from .build import build_info, set_cpu_isa, set_num_threads
     from .errors import CudaUnavailableError, NonFiniteUpdateError
     from .info import AggregationInfo

@@ -30,7 +30,11 @@ from fedsec import reference as ref  # noqa: E402
 
 # --- backends -------------------------------------------------------------------------------------
 
-BACKEND_IDS = ("native-cpu", "torch-cpu", "native-cuda", "torch-cuda")
+# native-cpu runs the best kernel table this processor runs; native-cpu-<isa> forces another
+# (skipped where the processor lacks it), so every compiled instruction set meets the references.
+LOWER_ISAS = ("avx2", "baseline")
+BACKEND_IDS = ("native-cpu", *(f"native-cpu-{isa}" for isa in LOWER_ISAS), "torch-cpu",
+               "native-cuda", "torch-cuda")
 
 
 @dataclass(frozen=True)
@@ -69,14 +73,27 @@ def require_cuda_or_skip() -> None:
 
 
 @pytest.fixture(params=BACKEND_IDS)
-def backend(request) -> Backend:
-    kind, device = request.param.split("-")
+def backend(request):
+    kind, device, *isa = request.param.split("-")
     if device == "cuda":
         require_cuda_or_skip()
     elif kind == "native" and not fedsec.build_info()["native"]:
         # The native CPU core is the product: a missing build is a failure, never a skip.
         pytest.fail(f"fedsec's native core is not importable: {fedsec.build_info().get('native_error')}")
-    return Backend(request.param, kind, device)
+    if not isa:
+        yield Backend(request.param, kind, device)
+        return
+    info = fedsec.build_info()
+    if isa[0] not in info["cpu_isas"]:
+        pytest.skip(f"this processor does not run the {isa[0]} kernels ({info['cpu_isas']})")
+    if isa[0] == info["cpu_isas"][0]:
+        pytest.skip(f"{isa[0]} is this processor's best: native-cpu runs it")
+    best = info["cpu_isa"]
+    fedsec.set_cpu_isa(isa[0])
+    try:
+        yield Backend(request.param, kind, device)
+    finally:
+        fedsec.set_cpu_isa(best)
 
 
 @pytest.fixture(params=("cpu", "cuda"))

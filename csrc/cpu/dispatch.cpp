@@ -1,5 +1,5 @@
-// CPU entry points: pick the kernels of the best instruction set this processor runs, split the
-// coordinates over threads, and merge what the threads produced.
+// CPU entry points: pick the kernels of the best instruction set this processor runs (or the one
+// set_isa chose), split the coordinates over threads, and merge what the threads produced.
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -16,21 +16,38 @@ namespace fedsec::cpu {
 
 namespace {
 
-const Kernels& best_kernels() {
-  static const Kernels* chosen = [] {
+// The kernel tables this build has, best first, each with whether this processor runs it.
+struct IsaChoice {
+  const Kernels* kernels;
+  bool supported;
+};
+
+std::vector<IsaChoice> compiled_isas() {
+  std::vector<IsaChoice> out;
 #if defined(FEDSEC_X86)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw"))
-      return &avx512::kernels;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
-      return &avx2::kernels;
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                    __builtin_cpu_supports("f16c");
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
+                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+                      __builtin_cpu_supports("avx512bw");
+  out.push_back({&avx512::kernels, avx512});
+  out.push_back({&avx2::kernels, avx2});
 #endif
-    return &baseline::kernels;
-  }();
-  return *chosen;
+  out.push_back({&baseline::kernels, true});
+  return out;
 }
+
+const Kernels* best_supported() {
+  for (const auto& choice : compiled_isas())
+    if (choice.supported) return choice.kernels;
+  return &baseline::kernels;
+}
+
+// The table in use: the best this processor runs, unless set_isa chose another.
+std::atomic<const Kernels*> g_kernels{best_supported()};
+
+const Kernels& best_kernels() { return *g_kernels.load(); }
 
 // FEDSEC_NUM_THREADS, else every core. Read when the thread count is first needed (the first
 // kernel call, num_threads()), not when the module loads: a bad value then raises ValueError
@@ -98,6 +115,26 @@ void parallel_flagged(int64_t n, int64_t d, uint8_t* nonfinite, Fn&& kernel) {
 }  // namespace
 
 std::string isa() { return best_kernels().isa; }
+
+std::vector<std::string> available_isas() {
+  std::vector<std::string> out;
+  for (const auto& choice : compiled_isas())
+    if (choice.supported) out.push_back(choice.kernels->isa);
+  return out;
+}
+
+void set_isa(const std::string& name) {
+  for (const auto& choice : compiled_isas()) {
+    if (name != choice.kernels->isa) continue;
+    if (!choice.supported)
+      throw std::invalid_argument("instruction set '" + name + "' is compiled in, but this "
+                                  "processor does not run it");
+    g_kernels.store(choice.kernels);
+    return;
+  }
+  throw std::invalid_argument("instruction set '" + name + "' is not one of this build's "
+                              "kernel tables");
+}
 int num_threads() { return thread_count(); }
 void set_num_threads(int threads) {
   if (threads < 1)

@@ -1,6 +1,8 @@
 """The native C++/CUDA core (fedsec._core) behind the backend interface."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -10,6 +12,24 @@ try:
 except ImportError as exc:  # a source checkout without a build: the torch backend still works
     _core = None
     IMPORT_ERROR = f"fedsec._core could not be imported ({exc})"
+
+ISA_ENV = "FEDSEC_ISA"
+
+
+def set_cpu_isa(name: str, where: str = "isa") -> None:
+    """Run the CPU kernels compiled for ``name`` (baseline, avx2, avx512), one this processor
+    runs; ``where`` names the setting in the error."""
+    if _core is None:
+        raise RuntimeError(IMPORT_ERROR)
+    available = _core.cpu_isas()
+    if name not in available:
+        raise ValueError(f"{where}={name!r} is not an instruction set this processor runs with "
+                         f"this build; available: {', '.join(available)} (best first)")
+    _core.set_cpu_isa(name)
+
+
+if _core is not None and os.environ.get(ISA_ENV) is not None:
+    set_cpu_isa(os.environ[ISA_ENV], ISA_ENV)
 
 _DTYPE_CODES = {
     torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3,

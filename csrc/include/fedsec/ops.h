@@ -36,7 +36,9 @@ void coordinate_select(const void* const* rows, int64_t n, int64_t d, DType dt, 
                        int64_t k, void* out, uint8_t* nonfinite);
 
 // Which vector instruction set the kernels dispatched to ("avx512", "avx2" or "baseline").
-std::string isa();
+std::string isa();                         // the CPU kernel table in use
+std::vector<std::string> available_isas();  // the tables this processor runs, best first
+void set_isa(const std::string& name);      // use that table (std::invalid_argument if not run)
 int num_threads();
 void set_num_threads(int threads);
 
