@@ -58,16 +58,18 @@ def available_cores() -> int:
     return max(1, min(cores, math.ceil(quota)) if quota is not None else cores)
 
 
+CGROUP_V2_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
+
+
 def _cgroup_quota() -> float | None:
     """CPUs a cgroup quota allows (cgroup v2 cpu.max, or v1 cfs quota / period); None: none."""
-    v2 = Path("/sys/fs/cgroup/cpu.max")
     try:
-        if v2.exists():
-            quota, period = v2.read_text().split()[:2]
+        if CGROUP_V2_MAX.exists():
+            quota, period = CGROUP_V2_MAX.read_text().split()[:2]
             return None if quota == "max" else int(quota) / int(period)
-        v1 = Path("/sys/fs/cgroup/cpu")
-        quota = int((v1 / "cpu.cfs_quota_us").read_text())
-        period = int((v1 / "cpu.cfs_period_us").read_text())
+        quota = int((CGROUP_V1_CPU / "cpu.cfs_quota_us").read_text())
+        period = int((CGROUP_V1_CPU / "cpu.cfs_period_us").read_text())
         return None if quota <= 0 else quota / period
     except (OSError, ValueError):
         return None
