@@ -203,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
+    except KeyboardInterrupt:  # before a run's rounds started (`_run` reports a run's own)
+        print(f"fedsec {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError) as exc:  # fedsec's config, data and run errors
         if os.environ.get("FEDSEC_TRACEBACK"):
             raise

@@ -47,7 +47,7 @@ def _rules() -> list[Rule]:
              lambda x: reference.krum(x, 1), min_n=5),
         Rule("multi-krum(f=1, m=n-1)", lambda u, b: aggregators.krum(u, 1, m=u.shape[0] - 1, backend=b),
              lambda x: reference.krum(x, 1, m=x.shape[0] - 1), min_n=5),
-        # At most 20 iterations, stopping only when the objective stops changing at all. Near
+        # At most 20 iterations, stopping only when the coefficients stop changing. Near
         # the minimum the objective is flat to rounding while the iterate still moves by about
         # sqrt(float64 eps) of the scale, hence the conditioning term.
         Rule("geometric_median(20 iters)",

@@ -288,3 +288,19 @@ def test_ctrl_c_before_the_first_round_is_saved(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().err == (
         f"interrupted before round 0 was saved in {out}; start again with: fedsec run "
         f"{config} --out {out} --set train_args.comm_round=2\n")
+
+
+def test_ctrl_c_while_reading_the_config_is_a_line_not_a_traceback(tmp_path, capsys,
+                                                                    monkeypatch):
+    """Before the run starts (reading the config) nothing is saved: one line, exit 130."""
+    import fedsec.fl
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fedsec.fl, "load_config", interrupted)
+    code = main(["run", str(_write_config(tmp_path, tiny())), "--out", str(tmp_path / "run"),
+                 "--quiet"])
+    assert code == 130
+    assert capsys.readouterr().err == "fedsec run: interrupted\n"
+    assert not (tmp_path / "run").exists()

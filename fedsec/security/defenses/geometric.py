@@ -32,7 +32,9 @@ class GeoMedianDefense(Defense):
         batch_num: int = doc(1, "number of groups k; 1 <= k <= client_num_per_round")
         nu: float = doc(1e-6, "smoothing of the Weiszfeld iterations; > 0")
         max_iter: int = doc(100, "largest number of Weiszfeld iterations; >= 1")
-        tol: float = doc(1e-6, "relative change of the objective that stops the iterations; >= 0")
+        tol: float = doc(1e-6, "relative accuracy that stops the iterations: estimated distance to "
+                                "the minimiser over the median distance to the clients "
+                                "(fedsec.geometric_median); >= 0")
 
     @classmethod
     def validate(cls, params: "GeoMedianDefense.Params", federation: Federation) -> None:
@@ -75,7 +77,9 @@ class RFADefense(Defense):
     class Params:
         nu: float = doc(1e-6, "smoothing of the Weiszfeld iterations; > 0")
         max_iter: int = doc(100, "largest number of Weiszfeld iterations; >= 1")
-        tol: float = doc(1e-6, "relative change of the objective that stops the iterations; >= 0")
+        tol: float = doc(1e-6, "relative accuracy that stops the iterations: estimated distance to "
+                                "the minimiser over the median distance to the clients "
+                                "(fedsec.geometric_median); >= 0")
 
     @classmethod
     def validate(cls, params: "RFADefense.Params", federation: Federation) -> None:
