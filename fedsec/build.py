@@ -26,18 +26,20 @@ def build_info() -> dict:
     if core is not None:
         info.update(cuda_built=bool(core.cuda_built()), cuda_devices=int(core.cuda_device_count()),
                     cuda_status=core.cuda_device_status(), cpu_isa=core.cpu_isa(),
-                    cpu_isas=list(core.cpu_isas()), num_threads=int(core.num_threads()))
+                    cpu_isas=list(core.cpu_isas()))
+        native.ensure_threads()
+        info["num_threads"] = int(core.num_threads())
     return info
 
 
 def set_num_threads(threads: int) -> None:
-    """Threads the native CPU kernels use (default: all cores, or FEDSEC_NUM_THREADS); a
-    positive integer."""
+    """Threads the native CPU kernels use (default: fedsec's thread budget, FEDSEC_NUM_THREADS or
+    the cores the process may use; fedsec/threads.py); a positive integer."""
     if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):
         raise TypeError(f"threads must be an integer; got {threads!r}")
     if native._core is None:
         raise RuntimeError(native.IMPORT_ERROR)
-    native._core.set_num_threads(int(threads))  # ValueError below 1
+    native.set_num_threads(int(threads))  # ValueError below 1
 
 
 def set_cpu_isa(name: str) -> None:

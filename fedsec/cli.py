@@ -23,7 +23,9 @@ def _info(args: argparse.Namespace) -> int:
     if not info["native"]:
         print(f"native core: not loaded ({info['native_error']}); aggregation runs on torch")
         return 0
-    print(f"native core: loaded; CPU kernels {info['cpu_isa']}, {info['num_threads']} threads")
+    count = info["num_threads"]
+    print(f"native core: loaded; CPU kernels {info['cpu_isa']} (this processor runs "
+          f"{', '.join(info['cpu_isas'])}), {count} thread{'s' if count != 1 else ''}")
     if not info["cuda_built"]:
         print("CUDA: not built into this installation (rebuild with nvcc on the PATH, or "
               "FEDSEC_CUDA=ON, for GPU kernels)")

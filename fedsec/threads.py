@@ -136,7 +136,7 @@ def apply(flops_per_sample: float | None = None) -> dict[str, int]:
     except RuntimeError:  # torch allows it only before its first inter-op work; keep its pool
         pass
     if native._core is not None:
-        native._core.set_num_threads(budget)
+        native.set_num_threads(budget)
     return {"budget": budget, "torch_intra_op": intra,
             "torch_inter_op": torch.get_num_interop_threads(),
             "native": native._core.num_threads() if native._core is not None else 0}

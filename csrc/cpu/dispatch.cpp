@@ -2,9 +2,6 @@
 // set_isa chose), split the coordinates over threads, and merge what the threads produced.
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
-#include <climits>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -49,33 +46,11 @@ std::atomic<const Kernels*> g_kernels{best_supported()};
 
 const Kernels& best_kernels() { return *g_kernels.load(); }
 
-// FEDSEC_NUM_THREADS, else every core. Read when the thread count is first needed (the first
-// kernel call, num_threads()), not when the module loads: a bad value then raises ValueError
-// naming it where Python can catch it, instead of failing the import of the whole package.
-int default_threads() {
-  const char* env = std::getenv("FEDSEC_NUM_THREADS");
-  if (env == nullptr) return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  errno = 0;
-  char* end = nullptr;
-  const long t = std::strtol(env, &end, 10);
-  if (end == env || *end != '\0' || errno == ERANGE || t < 1 || t > INT_MAX)
-    throw std::invalid_argument(std::string("FEDSEC_NUM_THREADS='") + env +
-                                "' must be a positive integer (threads of the native CPU "
-                                "kernels); unset it to use every core");
-  return static_cast<int>(t);
-}
+// Every core until fedsec's thread policy (fedsec/threads.py, which reads FEDSEC_NUM_THREADS,
+// the CPU affinity and cgroup quotas) or set_num_threads sets the count.
+std::atomic<int> g_threads{static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))};
 
-std::atomic<int> g_threads{0};  // 0: not read yet
-
-int thread_count() {
-  int t = g_threads.load();
-  if (t == 0) {
-    int unset = 0;
-    t = default_threads();
-    if (!g_threads.compare_exchange_strong(unset, t)) t = unset;  // set meanwhile: keep that
-  }
-  return t;
-}
+int thread_count() { return g_threads.load(); }
 
 // Below this many elements (n * d) a second thread costs more than it saves.
 constexpr int64_t kMinWorkPerThread = int64_t{1} << 18;

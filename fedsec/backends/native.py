@@ -6,6 +6,8 @@ import os
 import numpy as np
 import torch
 
+from .. import threads
+
 try:
     from .. import _core
     IMPORT_ERROR: str | None = None
@@ -30,6 +32,22 @@ def set_cpu_isa(name: str, where: str = "isa") -> None:
 
 if _core is not None and os.environ.get(ISA_ENV) is not None:
     set_cpu_isa(os.environ[ISA_ENV], ISA_ENV)
+
+_threads_chosen = False
+
+
+def ensure_threads() -> None:
+    """Give the CPU kernels fedsec's thread budget (fedsec/threads.py) when they first need a
+    thread count, unless ``set_num_threads`` chose one: a bad FEDSEC_NUM_THREADS is then a
+    ValueError at the first aggregation, not a failed ``import fedsec``."""
+    if not _threads_chosen:
+        set_num_threads(threads.thread_budget())
+
+
+def set_num_threads(count: int) -> None:
+    global _threads_chosen
+    _core.set_num_threads(count)  # ValueError below 1
+    _threads_chosen = True
 
 _DTYPE_CODES = {
     torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3,
@@ -72,6 +90,7 @@ class NativeBackend:
 
     def _launch(self, fn, *args):
         if not self.cuda:
+            ensure_threads()
             return fn(*args, device=-1, stream=0)
         with torch.cuda.device(self._device_index):
             stream = torch.cuda.current_stream().cuda_stream
