@@ -195,7 +195,8 @@ def test_info_says_why_no_gpu_in_plain_words(monkeypatch, capsys, status, plain)
 
     monkeypatch.setattr(fedsec.build, "build_info", lambda: {
         "version": "0", "native": True, "native_error": None, "cuda_built": True,
-        "cuda_devices": 0, "cuda_status": status, "cpu_isa": "avx2", "num_threads": 2})
+        "cuda_devices": 0, "cuda_status": status, "cpu_isa": "avx2",
+        "cpu_isas": ["avx2", "baseline"], "num_threads": 2})
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert f"CUDA: built, but no usable GPU: {plain}" in out and status in out
