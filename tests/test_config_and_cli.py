@@ -116,9 +116,12 @@ def test_report_marks_claims_decided_on_one_seed(tmp_path):
     verdict_rows = [line for line in report.splitlines() if line.startswith("| m-Krum")
                     or line.startswith("| Byzantine")]
     assert len(verdict_rows) == 2
-    assert all("(one seed: no spread to judge by)" in row for row in verdict_rows)
+    assert all("| inconclusive (one seed: no spread to judge by) |" in row
+               for row in verdict_rows)
     summary = json.loads((out / "summary.json").read_text())
     assert [c["seeds"] for c in summary["claims"]] == [1, 1]
+    assert all(c["here"] == "inconclusive" and c["interval"] is None and c["agrees"] is None
+               for c in summary["claims"])
 
 
 # --- 16 and 20: plots -----------------------------------------------------------------------------

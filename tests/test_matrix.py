@@ -1,6 +1,7 @@
 """`fedsec matrix`: a 2 x 2 matrix (2 rounds, 2 seeds) produces its table, figures and report
-with the right rows and published findings checked; a half-finished matrix resumes running
-only what is missing; bad matrix configs are clear errors."""
+with the right rows, the setting table and published findings checked; a half-finished matrix
+resumes running only what is missing; bad matrix configs are clear errors. The statistics of
+the verdicts are tested in test_matrix_claims.py."""
 from __future__ import annotations
 
 import csv
@@ -22,6 +23,15 @@ KRUM = {"enable_defense": True, "defense_type": "krum", "byzantine_client_num": 
         "krum_param_m": 5}
 
 
+QUOTE = "Krum exhibits resilience, effectively neutralizing the negative impact of the attacks"
+SETTING = {"dataset": {"paper": "CIFAR-10", "here": "digits", "why": "shipped with fedsec"},
+           "model": {"paper": "ResNet-20", "here": "lr", "why": "fast on a CPU"},
+           "clients": {"paper": 10, "here": 10}, "malicious": {"paper": 1, "here": 2,
+                                                               "why": "a stronger attack"},
+           "m": {"paper": 5, "here": 5},
+           "rounds": {"paper": "not stated", "here": 2, "why": "a test"}}
+
+
 def write_matrix(folder, **extra):
     (folder / "base.yaml").write_text(yaml.safe_dump(tiny(train_args={"comm_round": 2})))
     matrix = {"title": "Tiny: Byzantine vs m-Krum", "base": "base.yaml", "seeds": 2,
@@ -29,11 +39,13 @@ def write_matrix(folder, **extra):
                                   "byzantine": {"attack_args": BYZANTINE}},
                        "defense": {"fedavg": {"defense_args": {"enable_defense": False}},
                                    "m-krum": {"defense_args": KRUM}}},
+              "setting": SETTING,
               "claims": [{"claim": "m-Krum restores accuracy under Byzantine clients",
-                          "source": "FedMLSecurity, Exp3", "expected": "holds",
+                          "source": "FedMLSecurity, Exp3, Section 5.1",
+                          "quote": QUOTE, "expected": "holds",
                           "metric": "final_test_accuracy",
                           "left": {"attack": "byzantine", "defense": "m-krum"}, "op": ">=",
-                          "right": {"attack": "none", "defense": "fedavg"}, "margin": -0.05},
+                          "right": {"attack": "none", "defense": "fedavg"}, "margin": -0.2},
                          {"claim": "Byzantine clients do not hurt FedAvg", "source": "none",
                           "expected": "holds", "metric": "final_test_accuracy",
                           "left": {"attack": "byzantine", "defense": "fedavg"}, "op": ">=",
@@ -66,11 +78,18 @@ def test_tiny_matrix_writes_table_figures_and_report(tmp_path):
     assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert not (out / "backdoor.png").exists()
     report = (out / "report.md").read_text()
-    assert report.startswith("# Tiny: Byzantine vs m-Krum")
+    assert report.startswith("# Tiny: Byzantine vs m-Krum\n\n| setting | paper | here | why "
+                             "it differs |\n| --- | --- | --- | --- |\n| dataset | CIFAR-10 | "
+                             "digits | shipped with fedsec |\n")
+    assert "| malicious | 1 | 2 | a stronger attack |" in report
     assert "--seeds 2" in report and table in report and "![Test accuracy per round]" in report
     assert "| m-Krum restores accuracy under Byzantine clients (final_test_accuracy) | " \
-           "FedMLSecurity, Exp3 | holds | holds: " in report and "| agrees |" in report
-    assert "**disagrees**" in report and "random models weigh 2/10" in report
+           "FedMLSecurity, Exp3, Section 5.1 | holds | holds | byzantine / m-krum - none / " \
+           "fedavg: " in report and "| agrees |" in report
+    assert f"> {QUOTE}" in report and "95% [" in report
+    # a contradicted finding with its note
+    assert "| contradicted | " in report and "**disagrees**" in report
+    assert "random models weigh 2/10" in report
     resolved = yaml.safe_load((out / "configs" / "attack-byzantine__defense-m-krum.yaml")
                               .read_text())
     assert resolved["defense_args"]["defense_type"] == "krum"
@@ -148,14 +167,29 @@ def test_every_shipped_paper_matrix_loads_with_every_cell_valid():
 
 
 def test_index_of_reports(tmp_path):
+    """New summaries with their verdicts; one written before intervals still listed."""
+    import json
+
     from fedsec.matrix.index import write_index
 
     matrix = load_matrix(write_matrix(tmp_path))
     run_matrix(matrix, tmp_path / "results" / "tiny", seeds=1, progress=False)
+    old = tmp_path / "results" / "old"
+    old.mkdir()
+    (old / "summary.json").write_text(json.dumps({
+        "title": "Old", "cells": 2, "seeds": 3,
+        "claims": [{"claim": "c", "source": "s", "expected": "holds", "here": "fails",
+                    "agrees": False, "metric": "final_test_accuracy", "left": 0.5,
+                    "right": 0.6, "seeds": 3}]}))
     index = write_index(tmp_path / "results").read_text()
-    assert "| [Tiny: Byzantine vs m-Krum](tiny/report.md) | 4 | 1 | 1 of 2 |" in index
+    assert "| [Tiny: Byzantine vs m-Krum](tiny/report.md) | 4 | 1 | Welch's t interval; " \
+           "config not in a git checkout | 0 holds, 0 contradicted, 2 inconclusive | " \
+           "0 of 2 |" in index
     assert "| Byzantine clients do not hurt FedAvg ([tiny](tiny/report.md)) | none | holds | " \
-           "fails | **disagrees** |" in index
+           "inconclusive | - | - |" in index
+    assert "| [Old](old/report.md) | 2 | 3 | means only (older report: regenerate) | 0 holds, " \
+           "1 fails, 0 no data | 0 of 1 |" in index
+    assert "| c ([old](old/report.md)) | s | holds | fails | - | **disagrees** |" in index
 
 
 def test_docs_list_every_claim_metric():

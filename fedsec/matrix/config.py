@@ -1,5 +1,5 @@
-"""A benchmark matrix: a base experiment, the axes to sweep, the seeds, and published
-findings to check on the results.
+"""A benchmark matrix: a base experiment, the axes to sweep, the seeds, the paper's setting
+beside the one run here, and published findings to check on the results.
 
 ```yaml
 title: "Exp3: defenses against random Byzantine clients"
@@ -7,7 +7,15 @@ description: "..."                       # what the matrix reproduces (Markdown)
 base: ../default.yaml                    # an experiment config: a path (relative to this
                                          # file) or a shipped config's name
 set: {train_args: {comm_round: 20}}      # overrides on the base, by section
-seeds: 3                                 # default seeds per cell (fedsec matrix --seeds N)
+seeds: 5                                 # default seeds per cell (fedsec matrix --seeds N)
+level: 0.95                              # confidence level of every claim's interval
+setting:                                 # the source's setting beside this one (the report
+  dataset: {paper: CIFAR-10, here: digits, why: "CIFAR-10 is not shipped"}   # opens with it)
+  model: {paper: ResNet-20, here: logistic regression, why: "..."}
+  clients: {paper: 10, here: 10}         # `why` is needed where the two differ
+  malicious: {paper: 1, here: 1}
+  m: {paper: 5, here: 5}
+  rounds: {paper: not stated, here: 20, why: "..."}
 axes:                                    # every combination of one value per axis is a cell
   attack:
     none: {attack_args: {enable_attack: false}}
@@ -16,21 +24,24 @@ axes:                                    # every combination of one value per ax
     fedavg: {defense_args: {enable_defense: false}}
     m-krum: {defense_args: {enable_defense: true, defense_type: krum, ...}}
 claims:                                  # published findings, checked on the numbers
-  - claim: "m-Krum restores the accuracy lost to random Byzantine clients"
-    source: "FedMLSecurity (Han et al.), Exp3"   # who found it
+  - claim: "m-Krum neutralizes a random Byzantine client"
+    source: "FedMLSecurity (Han et al.), Exp3, Section 5.1"   # who found it, and where
+    quote: "For high-impact attacks, ... Krum exhibits resilience, ..."   # the sentence tested
     expected: holds                      # holds | fails: what the source found
     metric: final_test_accuracy
     left: {attack: byzantine, defense: m-krum}
-    op: ">="                             # >=, <=, >, <
+    op: ">="                             # >=, <=, >, <, or ~= (within +- margin)
     right: {attack: none, defense: fedavg}   # a cell, or `value: 0.5`
-    margin: -0.03                        # left op right + margin
-    note: "why a difference may arise"
+    margin: -0.02                        # the claim: left - right op margin
+    level: 0.95                          # optional: this claim's own interval level
+    note: "why a difference may arise"   # shown in the report whatever the verdict
 ```
 
 An axis value's sections are merged into the cell's config key by key, except
 ``attack_args`` and ``defense_args``, which replace the base's (an attack's parameters do not
 carry over to another attack). Seed k sets ``common_args.random_seed: k``. Every cell's config
-is checked when the matrix is loaded, before anything runs.
+is checked when the matrix is loaded, before anything runs. A claim sourced to FedMLSecurity
+quotes its sentence and names its experiment and section.
 """
 from __future__ import annotations
 
@@ -50,9 +61,16 @@ from ..fl.runner import resolve_config
 METRICS = ("final_test_accuracy", "best_test_accuracy", "final_test_loss",
            "final_backdoor_accuracy", "final_test_perplexity", "attackers_excluded",
            "benign_excluded", "mean_aggregation_time_s", "total_round_time_s")
-OPERATORS = (">=", "<=", ">", "<")
+OPERATORS = (">=", "<=", ">", "<", "~=")
 REPLACED_SECTIONS = ("attack_args", "defense_args")
-KEYS = ("title", "description", "base", "set", "seeds", "axes", "claims")
+KEYS = ("title", "description", "base", "set", "seeds", "level", "setting", "axes", "claims")
+CLAIM_KEYS = ("claim", "source", "quote", "expected", "metric", "left", "op", "right", "value",
+              "margin", "level", "note")
+DEFAULT_LEVEL = 0.95
+# The rows every setting table has: where a stand-in may differ from the paper.
+SETTING_ROWS = ("dataset", "model", "clients", "malicious", "m", "rounds")
+SETTING_KEYS = ("paper", "here", "why")
+PAPER = "FedMLSecurity"  # claims sourced to it quote the sentence they test
 
 
 @dataclass(frozen=True)
@@ -84,8 +102,12 @@ class Cell:
 
 @dataclass(frozen=True)
 class Claim:
+    """A finding tested as ``left - right op margin`` (``right``: a cell, else ``value``) on
+    the interval of that difference at ``level``; ``~=`` is ``|left - right| <= margin``."""
+
     claim: str
     source: str
+    quote: str
     expected_holds: bool
     metric: str
     left: dict[str, str]
@@ -93,7 +115,18 @@ class Claim:
     right: dict[str, str] | None
     value: float | None
     margin: float
+    level: float
     note: str
+
+
+@dataclass(frozen=True)
+class SettingRow:
+    """One row of the stand-in table: the source's value, this matrix's, and why they differ."""
+
+    name: str
+    paper: str
+    here: str
+    why: str
 
 
 @dataclass(frozen=True)
@@ -103,6 +136,8 @@ class MatrixConfig:
     title: str
     description: str
     seeds: int
+    level: float
+    setting: tuple[SettingRow, ...]
     axes: dict[str, dict[str, dict[str, Any]]]
     cells: tuple[Cell, ...]
     claims: tuple[Claim, ...]
@@ -136,6 +171,8 @@ def load_matrix(path: str | Path) -> MatrixConfig:
     seeds = raw.get("seeds", 1)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"matrix config {where!r}: seeds={seeds!r} must be an integer >= 1")
+    level = _level(f"matrix config {where!r}", "level", raw.get("level", DEFAULT_LEVEL))
+    setting = _setting(where, raw.get("setting", {}))
     cells = []
     for combo in itertools.product(*[[(a, v) for v in values] for a, values in axes.items()]):
         body = base
@@ -148,7 +185,8 @@ def load_matrix(path: str | Path) -> MatrixConfig:
             raise ConfigError(f"matrix config {where!r}, cell {cell.label}: {exc}") from None
         cells.append(cell)
     matrix = MatrixConfig(path.stem, path, str(raw.get("title", path.stem)),
-                          str(raw.get("description", "")), seeds, axes, tuple(cells), ())
+                          str(raw.get("description", "")), seeds, level, setting, axes,
+                          tuple(cells), ())
     claims = tuple(_claim(where, i, c, matrix) for i, c in enumerate(raw.get("claims") or []))
     return dataclasses.replace(matrix, claims=claims)
 
@@ -193,19 +231,70 @@ def _axes(where: str, raw: Any) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
+def _level(where: str, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ConfigError(f"{where}: {key}={value!r} must be a confidence level between 0 and "
+                          f"1 (e.g. 0.95)")
+    return float(value)
+
+
+def _setting(where: str, raw: Any) -> tuple[SettingRow, ...]:
+    """The stand-in table: every row of SETTING_ROWS once the block is given, extra rows after."""
+    rows = _mapping(where, "setting", raw)
+    if not rows:
+        return ()
+    missing = [r for r in SETTING_ROWS if r not in rows]
+    if missing:
+        raise ConfigError(f"matrix config {where!r}: setting lacks row {missing[0]!r}; it needs "
+                          f"{', '.join(SETTING_ROWS)}")
+    out = []
+    for name in [*SETTING_ROWS, *(r for r in rows if r not in SETTING_ROWS)]:
+        at = f"setting.{name}"
+        row = _mapping(where, at, rows[name])
+        unknown = [k for k in row if k not in SETTING_KEYS]
+        if unknown:
+            raise ConfigError(f"matrix config {where!r}: {at} has unknown key {unknown[0]!r}; "
+                              f"valid: {', '.join(SETTING_KEYS)}")
+        for key in SETTING_KEYS:
+            value = row.get(key)
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (str, int, float))):
+                raise ConfigError(f"matrix config {where!r}: {at}.{key}={value!r} must be text "
+                                  f"or a number")
+        if row.get("paper") is None or row.get("here") is None:
+            raise ConfigError(f"matrix config {where!r}: {at} needs 'paper' (the source's "
+                              f"value) and 'here' (this matrix's)")
+        paper, here, why = str(row["paper"]), str(row["here"]), str(row.get("why") or "")
+        if paper != here and not why:
+            raise ConfigError(f"matrix config {where!r}: {at}: paper={paper!r} and "
+                              f"here={here!r} differ; say why (why: ...)")
+        out.append(SettingRow(str(name), paper, here, why))
+    return tuple(out)
+
+
 def _claim(where: str, index: int, raw: Any, matrix: MatrixConfig) -> Claim:
     at = f"matrix config {where!r}, claims[{index}]"
     raw = _mapping(where, f"claims[{index}]", raw)
-    valid = ("claim", "source", "expected", "metric", "left", "op", "right", "value", "margin",
-             "note")
-    unknown = [k for k in raw if k not in valid]
+    unknown = [k for k in raw if k not in CLAIM_KEYS]
     if unknown:
-        raise ConfigError(f"{at}: unknown key {unknown[0]!r}; valid: {', '.join(valid)}")
+        raise ConfigError(f"{at}: unknown key {unknown[0]!r}; valid: {', '.join(CLAIM_KEYS)}")
     if raw.get("expected") not in ("holds", "fails"):
         raise ConfigError(f"{at}: expected={raw.get('expected')!r} must be 'holds' or 'fails'")
-    if not isinstance(raw.get("source"), str) or not raw["source"]:
+    source = raw.get("source")
+    if not isinstance(source, str) or not source:
         raise ConfigError(f"{at}: source (who found it, e.g. 'FedMLSecurity, Exp3') is "
                           f"missing")
+    quote = raw.get("quote")
+    if quote is not None and (not isinstance(quote, str) or not quote.strip()):
+        raise ConfigError(f"{at}: quote={quote!r} must be the source's sentence, as text")
+    if PAPER in source:
+        if quote is None:
+            raise ConfigError(f"{at}: source={source!r} is {PAPER}; quote the sentence the "
+                              f"claim tests (quote: ...)")
+        if not re.search(r"\bExp ?\d+\b", source) or \
+                not re.search(r"\b(Section \d+(\.\d+)*|Appendix [A-Z])\b", source):
+            raise ConfigError(f"{at}: source={source!r} must name the experiment and the "
+                              f"section, e.g. '{PAPER} (Han et al.), Exp3, Section 5.1'")
     if raw.get("metric") not in METRICS:
         raise ConfigError(f"{at}: metric={raw.get('metric')!r} is not valid; valid: "
                           f"{', '.join(METRICS)}")
@@ -214,16 +303,25 @@ def _claim(where: str, index: int, raw: Any, matrix: MatrixConfig) -> Claim:
                           f"{', '.join(OPERATORS)}")
     if ("right" in raw) == ("value" in raw):
         raise ConfigError(f"{at}: give exactly one of 'right' (a cell) and 'value'")
+    for key in ("value", "margin"):
+        number = raw.get(key, 0.0)
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise ConfigError(f"{at}: {key}={number!r} must be a number")
+    margin = float(raw.get("margin", 0.0))
+    if raw["op"] == "~=" and margin <= 0:
+        raise ConfigError(f"{at}: op '~=' needs margin > 0 (the tolerance of |left - "
+                          f"right|); got margin={margin!r}")
     left = {str(k): str(v) for k, v in _mapping(where, "left", raw.get("left")).items()}
     right = ({str(k): str(v) for k, v in _mapping(where, "right", raw["right"]).items()}
              if "right" in raw else None)
     for selection in (left, right):
         if selection is not None:
             matrix.cell(selection)  # exactly one cell, or a clear error
-    return Claim(str(raw.get("claim", "")), raw["source"], raw["expected"] == "holds",
-                 raw["metric"], left,
-                 raw["op"], right, float(raw["value"]) if "value" in raw else None,
-                 float(raw.get("margin", 0.0)), str(raw.get("note", "")))
+    level = _level(at, "level", raw["level"]) if "level" in raw else matrix.level
+    return Claim(str(raw.get("claim", "")), source, " ".join(str(quote or "").split()),
+                 raw["expected"] == "holds", raw["metric"], left, raw["op"], right,
+                 float(raw["value"]) if "value" in raw else None, margin, level,
+                 str(raw.get("note", "")))
 
 
 def _slug(text: str) -> str:

@@ -1,19 +1,21 @@
 """A matrix's report directory: table.md / table.csv, the figures, each cell's resolved config,
-and report.md tying them together with published findings checked. Every number in it comes
-from the runs."""
+and report.md tying them together: the paper's setting beside this one, the results, and
+published findings checked (claims.py). Every number in it comes from the runs."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shlex
+import subprocess
 from pathlib import Path
 
 import torch
 import yaml
 
 from .. import __version__
-from .claims import Verdict, check_claims
+from .claims import METHOD, Verdict, check_claims
 from .config import MatrixConfig
 from .figures import plot_matrix
 from .results import CellResult
@@ -22,10 +24,16 @@ from .table import csv_table, markdown_table
 FIGURES = (("test_accuracy", "accuracy.png", "Test accuracy per round"),
            ("backdoor_accuracy", "backdoor.png", "Backdoor success rate per round"),
            ("test_perplexity", "perplexity.png", "Test perplexity per round"))
+ONE_SEED = "one seed: no spread to judge by"
 
 
 def write_report(matrix: MatrixConfig, results: list[CellResult], out: Path, seeds: int
                  ) -> Path:
+    stale = [f"cell {r.cell.label}, {line}" for r in results for line in r.stale()]
+    if stale:
+        raise ValueError(f"{len(stale)} run(s) under {str(out / 'cells')!r} were made with "
+                         f"another version of the matrix config ({stale[0]}); delete those "
+                         f"runs (or the whole folder) and run the matrix again")
     axes = list(matrix.axes)
     table = markdown_table(results, axes)
     (out / "table.md").write_text(table)
@@ -39,8 +47,11 @@ def write_report(matrix: MatrixConfig, results: list[CellResult], out: Path, see
         (configs / f"{r.cell.name}.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     (configs / "matrix.yaml").write_text(matrix.path.read_text())
     verdicts = check_claims(matrix, results)
-    _write_summary(out / "summary.json", matrix, results, seeds, verdicts)
+    commit = config_commit(matrix.path)
+    _write_summary(out / "summary.json", matrix, results, seeds, verdicts, commit)
     lines = [f"# {matrix.title}", ""]
+    if matrix.setting:
+        lines += [_setting_table(matrix), ""]
     if matrix.description:
         lines += [matrix.description.strip(), ""]
     lines += ["Regenerate with", "", "```bash",
@@ -60,11 +71,10 @@ def write_report(matrix: MatrixConfig, results: list[CellResult], out: Path, see
         lines += [f"![{title}]({name})" for title, name in figures]
         lines += [""]
     if verdicts:
-        lines += ["## Against published findings", "", _verdict_table(verdicts)]
-        notes = [v for v in verdicts if v.agrees is False and v.claim.note]
-        for v in notes:
-            lines += [f"- *{v.claim.claim}*: {v.claim.note.strip()}"]
-        lines += [""] if notes else []
+        lines += ["## Against published findings", "", _method(matrix, commit), "",
+                  _verdict_table(verdicts), "### Each finding", ""]
+        for v in verdicts:
+            lines += _verdict_detail(v)
     lines += ["## Configs", "",
               "The matrix config is [configs/matrix.yaml](configs/matrix.yaml); the resolved "
               "config of each cell (seed 0; seed k sets `common_args.random_seed: k`) is in "
@@ -74,35 +84,123 @@ def write_report(matrix: MatrixConfig, results: list[CellResult], out: Path, see
     return path
 
 
-def _write_summary(path: Path, matrix: MatrixConfig, results: list[CellResult], seeds: int,
-                   verdicts: list[Verdict]) -> None:
-    """The matrix in numbers, for indexes across matrices."""
-    summary = {
-        "title": matrix.title, "cells": len(results), "seeds": seeds,
-        "claims": [{"claim": v.claim.claim, "source": v.claim.source,
-                    "expected": "holds" if v.claim.expected_holds else "fails",
-                    "here": {True: "holds", False: "fails", None: "no data"}[v.holds_here],
-                    "agrees": v.agrees, "metric": v.claim.metric, "left": v.left,
-                    "right": v.right, "seeds": v.seeds} for v in verdicts]}
-    path.write_text(json.dumps(summary, indent=2) + "\n")
+def config_commit(path: Path) -> str:
+    """The short hash of the last commit that changed ``path`` (its margins and levels with
+    it); 'uncommitted' when the file differs from HEAD or was never committed; 'not in a git
+    checkout' when there is no repository or no git."""
+    path = Path(path).resolve()
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=path.parent, capture_output=True, text=True,
+                              timeout=30)
+
+    try:
+        if git("rev-parse", "--is-inside-work-tree").stdout.strip() != "true":
+            return "not in a git checkout"
+        commit = git("log", "-1", "--format=%h", "--", path.name).stdout.strip()
+        changed = git("diff", "--quiet", "HEAD", "--", path.name).returncode != 0
+    except (OSError, subprocess.SubprocessError):
+        return "not in a git checkout"
+    return commit if commit and not changed else "uncommitted"
+
+
+def _setting_table(matrix: MatrixConfig) -> str:
+    rows = ["| setting | paper | here | why it differs |", "| --- | --- | --- | --- |"]
+    rows += [f"| {r.name} | {_cell(r.paper)} | {_cell(r.here)} | {_cell(r.why) or '-'} |"
+             for r in matrix.setting]
+    return "\n".join(rows)
+
+
+def _method(matrix: MatrixConfig, commit: str) -> str:
+    where = (f"commit `{commit}`, the last that changed it" if commit not in
+             ("uncommitted", "not in a git checkout") else commit)
+    return (f"Each claim reads `left - right op margin` on its metric, one value per seed. Its "
+            f"verdict comes from {METHOD} of the difference of the two means (Welch-"
+            f"Satterthwaite degrees of freedom; against a fixed value, the one-sample t "
+            f"interval) at the level shown: **holds** when the whole interval lies on the "
+            f"claimed side of the margin, **contradicted** when it lies wholly on the other "
+            f"side, **inconclusive** otherwise, and whenever a side has one seed (no interval). "
+            f"`~=` claims |left - right| <= margin. Margins and levels are fixed in the matrix "
+            f"config, {_shown(matrix.path)} ({where}), before the runs.")
+
+
+def _outcome(v: Verdict) -> str:
+    if v.no_data:
+        return "inconclusive (no data)"
+    return v.outcome + (f" ({ONE_SEED})" if v.single_seed else "")
+
+
+def _side(selection: dict[str, str] | None) -> str:
+    return " / ".join(selection.values()) if selection is not None else ""
+
+
+def _interval(v: Verdict) -> str:
+    c = v.claim
+    right = _side(c.right) or f"{c.value:.4g}"
+    shown = f"{_side(c.left)} - {right}: " + ("no value" if math.isnan(v.difference)
+                                               else f"{v.difference:+.4g}")
+    if v.interval is not None:
+        shown += f", {c.level * 100:g}% [{v.interval[0]:+.4g}, {v.interval[1]:+.4g}]"
+    claimed = (f"within ± {c.margin:.4g}" if c.op == "~="
+               else f"{c.op} {c.margin:+.4g}" if c.margin else f"{c.op} 0")
+    return f"{shown}; claimed {claimed}"
 
 
 def _verdict_table(verdicts: list[Verdict]) -> str:
-    rows = ["| finding | source | there | here | |", "| --- | --- | --- | --- | --- |"]
+    rows = ["| finding | source | there | here | difference, interval | |",
+            "| --- | --- | --- | --- | --- | --- |"]
     for v in verdicts:
         c = v.claim
-        right = (" / ".join(c.right.values()) if c.right is not None else "")
-        margin = f" {'+' if c.margin >= 0 else '-'} {abs(c.margin):.3g}" if c.margin else ""
-        compared = (f"{' / '.join(c.left.values())}: {v.left:.4g} {c.op} "
-                    f"{right + (': ' if right else '')}{v.right - c.margin:.4g}{margin}")
-        here = {True: "holds", False: "fails", None: "no data"}[v.holds_here]
-        if v.single_seed:
-            here += " (one seed: no spread to judge by)"
-        verdict = {True: "agrees", False: "**disagrees**", None: "-"}[v.agrees]
+        agrees = {True: "agrees", False: "**disagrees**", None: "-"}[v.agrees]
         rows.append(f"| {c.claim} ({c.metric}) | {c.source} | "
-                    f"{'holds' if c.expected_holds else 'fails'} | {here}: {compared} | "
-                    f"{verdict} |")
+                    f"{'holds' if c.expected_holds else 'fails'} | {_outcome(v)} | "
+                    f"{_interval(v)} | {agrees} |")
     return "\n".join(rows) + "\n"
+
+
+def _verdict_detail(v: Verdict) -> list[str]:
+    """A claim in full: the quoted sentence, the means behind each side, the note."""
+    c = v.claim
+    lines = [f"**{c.claim}** ({c.source}): {_outcome(v)}.", ""]
+    if c.quote:
+        lines += [f"> {c.quote}", ""]
+    right = (f"{_side(c.right)}: {v.right:.4g} ({v.right_seeds} seeds)" if c.right is not None
+             else f"the value {v.right:.4g}")
+    lines += [f"{c.metric}: {_side(c.left)}: {v.left:.4g} ({v.left_seeds} seeds) against "
+              f"{right}; {_interval(v)}.", ""]
+    if c.note:
+        lines += [f"Note: {' '.join(c.note.split())}", ""]
+    return lines
+
+
+def _cell(text: str) -> str:
+    """Text inside a Markdown table cell: one line, no column breaks."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _number(x: float) -> float | None:
+    """JSON has no NaN: a side without a value is null."""
+    return None if math.isnan(x) else x
+
+
+def _write_summary(path: Path, matrix: MatrixConfig, results: list[CellResult], seeds: int,
+                   verdicts: list[Verdict], commit: str) -> None:
+    """The matrix in numbers, for indexes across matrices (fedsec.matrix.index)."""
+    summary = {
+        "title": matrix.title, "cells": len(results), "seeds": seeds, "method": METHOD,
+        "config_commit": commit,
+        "setting": [{"row": r.name, "paper": r.paper, "here": r.here, "why": r.why}
+                    for r in matrix.setting],
+        "claims": [{"claim": v.claim.claim, "source": v.claim.source, "quote": v.claim.quote,
+                    "expected": "holds" if v.claim.expected_holds else "fails",
+                    "here": v.outcome, "agrees": v.agrees, "metric": v.claim.metric,
+                    "left_cell": v.claim.left, "right_cell": v.claim.right,
+                    "left": _number(v.left), "right": _number(v.right),
+                    "difference": _number(v.difference), "op": v.claim.op,
+                    "margin": v.claim.margin, "level": v.claim.level,
+                    "interval": list(v.interval) if v.interval is not None else None,
+                    "seeds": v.seeds, "note": v.claim.note} for v in verdicts]}
+    path.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def _shown(path: Path) -> str:

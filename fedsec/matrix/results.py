@@ -1,15 +1,15 @@
-"""The numbers of a finished matrix: per seed from each run's summary and records, per cell
-as mean and standard deviation over its seeds."""
+"""The numbers of a finished matrix: per seed from each run's summary, records and config, per
+cell as mean and standard deviation over its seeds."""
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import yaml
 
-from ..fl.run_dir import RunDir
+from ..fl.run_dir import CONFIG, RunDir
 from .config import Cell
 
 
@@ -18,11 +18,13 @@ class SeedResult:
     seed: int
     summary: dict[str, Any]
     records: list[dict[str, Any]]
+    config: dict[str, Any] | None = None  # the run's resolved config.yaml, when read from disk
 
     @classmethod
     def read(cls, seed: int, run_dir: RunDir) -> "SeedResult":
         summary = json.loads(run_dir.file("summary.json").read_text())
-        return cls(seed, summary, run_dir.records())
+        config = yaml.safe_load(run_dir.file(CONFIG).read_text())
+        return cls(seed, summary, run_dir.records(), config)
 
     def metric(self, name: str) -> float | None:
         """A summary number, or one computed from the records:
@@ -49,6 +51,27 @@ class CellResult:
     cell: Cell
     seeds: tuple[SeedResult, ...]
 
+    def stale(self) -> list[str]:
+        """Seeds whose run differs from this cell at a key the matrix sets (a run left from an
+        earlier version of the matrix config), as 'seed k: section.key is X, the matrix says
+        Y'. Keys the matrix leaves to defaults are not compared: a newer fedsec may spell
+        out more of them, or change a default."""
+        out = []
+        for s in self.seeds:
+            if s.config is None:
+                continue
+            resolved = self.cell.config(s.seed).to_dict()  # names as a run stores them
+            for section, body in self.cell.raw_with_seed(s.seed).items():
+                stored, wanted = s.config.get(section) or {}, resolved.get(section) or {}
+                differ = [k for k in (body if isinstance(body, dict) else {})
+                          if stored.get(k) != wanted.get(k, body[k])]
+                if differ:
+                    key = differ[0]
+                    out.append(f"seed {s.seed}: {section}.{key} is {stored.get(key)!r}, the "
+                               f"matrix says {wanted.get(key, body[key])!r}")
+                    break
+        return out
+
     def stats(self, metric: str) -> tuple[float, float, int] | None:
         """(mean, sample std (0 for one seed), seeds) of ``metric``; None when no seed has it."""
         values = [v for v in (s.metric(metric) for s in self.seeds) if v is not None]
@@ -56,10 +79,6 @@ class CellResult:
             return None
         std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
         return float(np.mean(values)), std, len(values)
-
-    def mean(self, metric: str) -> float:
-        stats = self.stats(metric)
-        return stats[0] if stats else math.nan
 
     def curve(self, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rounds (1-based) where every seed has ``metric``, and its mean and std there."""
