@@ -131,8 +131,8 @@ def _train_group(model: nn.Module, global_state: StateDict, clients: list[Client
         active = sum(n > step for n in steps)
         params = {name: p[:active] for name, p in stacked.items()}
         batch = rows[step, :active]
-        losses = _client_losses(vmap(forward)(params, features[batch]), labels[batch],
-                                scored[step, :active])
+        losses = _client_losses(vmap(forward)(params, _take(features, batch)),
+                                _take(labels, batch), scored[step, :active])
         total = losses.sum()
         if how.proximal_mu > 0:
             total = total + 0.5 * how.proximal_mu * sum(
@@ -152,6 +152,11 @@ def _train_group(model: nn.Module, global_state: StateDict, clients: list[Client
                         (c.features[schedules[i][0]], c.labels[schedules[i][0]])
                         if keep_first_batch else None)
             for i, c in enumerate(clients)]
+
+
+def _take(data: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``data[rows]`` for a [G, B] index: index_select, 5x faster than advanced indexing here."""
+    return torch.index_select(data, 0, rows.reshape(-1)).view(*rows.shape, *data.shape[1:])
 
 
 def _optimizer(params: list[torch.Tensor], how: LocalTraining) -> torch.optim.Optimizer:

@@ -66,7 +66,8 @@ def train_local(model: torch.nn.Module, global_state: StateDict, features: torch
         perm = torch.randperm(n, generator=order).to(features.device)
         for start in range(0, n, how.batch_size):
             batch = perm[start:start + how.batch_size]
-            x, y = features[batch], labels[batch]  # indexing copies: x, y are the batch's own
+            # index_select copies (x, y are the batch's own), faster than features[batch]
+            x, y = features.index_select(0, batch), labels.index_select(0, batch)
             if first is None:
                 first = (x, y)
             loss = classification_loss(model(x), y)
