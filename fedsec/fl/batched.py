@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
+from torch.optim.adam import adam
+from torch.optim.sgd import sgd
 
 from ..security import StateDict
 from ..security.base import IGNORE_LABEL
@@ -120,7 +122,7 @@ def _train_group(model: nn.Module, global_state: StateDict, clients: list[Client
     stacked = {name: global_state[name].detach().unsqueeze(0)
                .repeat(len(clients), *([1] * global_state[name].dim())).requires_grad_()
                for name in names}
-    opt = _optimizer(list(stacked.values()), how)
+    opt = _StackedOptimizer(list(stacked.values()), how)
     loss_sums = torch.zeros(len(clients), dtype=torch.float64, device=features.device)
     finished: list[StateDict | None] = [None] * len(clients)
 
@@ -137,7 +139,7 @@ def _train_group(model: nn.Module, global_state: StateDict, clients: list[Client
         if how.proximal_mu > 0:
             total = total + 0.5 * how.proximal_mu * sum(
                 ((p - global_state[name]) ** 2).sum() for name, p in params.items())
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         total.backward()
         opt.step()  # rows past ``active`` move too (decay, momentum) but are already taken
         loss_sums[:active] += losses.detach()
@@ -159,11 +161,36 @@ def _take(data: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return torch.index_select(data, 0, rows.reshape(-1)).view(*rows.shape, *data.shape[1:])
 
 
-def _optimizer(params: list[torch.Tensor], how: LocalTraining) -> torch.optim.Optimizer:
-    if how.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=how.learning_rate, momentum=how.momentum,
-                               weight_decay=how.weight_decay)
-    return torch.optim.Adam(params, lr=how.learning_rate, weight_decay=how.weight_decay)
+class _StackedOptimizer:
+    """torch's SGD or Adam step on the stacked parameters, through the functions
+    ``torch.optim.SGD.step`` and ``Adam.step`` call (``torch.optim.sgd.sgd``,
+    ``torch.optim.adam.adam``) with the classes' defaults: the classes' constructors import
+    TorchDynamo, 1.5 s of a run's start-up here, and the functions do not."""
+
+    def __init__(self, params: list[torch.Tensor], how: LocalTraining):
+        self.params, self.how = params, how
+        self.momentum: list[torch.Tensor | None] = [None] * len(params)
+        if how.optimizer == "adam":
+            self.exp_avg = [torch.zeros_like(p) for p in params]
+            self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+            self.steps = [torch.tensor(0.0) for _ in params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        grads = [p.grad for p in self.params]
+        how = self.how
+        if how.optimizer == "sgd":
+            sgd(self.params, grads, self.momentum, weight_decay=how.weight_decay,
+                momentum=how.momentum, lr=how.learning_rate, dampening=0.0, nesterov=False,
+                maximize=False)
+        else:
+            adam(self.params, grads, self.exp_avg, self.exp_avg_sq, [], self.steps,
+                 amsgrad=False, beta1=0.9, beta2=0.999, lr=how.learning_rate,
+                 weight_decay=how.weight_decay, eps=1e-8, maximize=False)
 
 
 def _batches(client: ClientData, how: LocalTraining) -> list[torch.Tensor]:
