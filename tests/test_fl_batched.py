@@ -127,6 +127,7 @@ def test_models_that_train_one_client_at_a_time_say_why(name, options, reason):
 def test_auto_batches_only_where_it_pays():
     assert batching_pays(build_model("lr", input_shape=(1, 28, 28), num_classes=10))
     assert not batching_pays(build_model("cnn", input_shape=(1, 28, 28), num_classes=10))
+    assert not batching_pays(build_model("transformer", input_shape=(12,), num_classes=20))
 
 
 def _records(tmp_path, batching: str, **sections):

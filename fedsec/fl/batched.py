@@ -70,10 +70,12 @@ def batching_obstacle(model: nn.Module) -> str | None:
 
 def batching_pays(model: nn.Module) -> bool:
     """Whether ``client_batching: auto`` trains ``model``'s clients together: where it can and
-    the model has no convolutions (vmap turns a convolution over G clients into a grouped one,
-    which on the CPU ran 2-3x slower than G separate ones: bench/results/batched_clients.md)."""
-    return batching_obstacle(model) is None and not any(
-        isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+    the model's class says batching was measured to pay (``client_batching_pays``). On the CPU
+    it did for logistic regression and not elsewhere: a vmapped convolution is a grouped one,
+    2-3x slower than the clients' separate ones, and attention has no vmap batching rule, so
+    the transformer's batched steps took as long as its sequential ones."""
+    return batching_obstacle(model) is None and getattr(type(model), "client_batching_pays",
+                                                        False)
 
 
 def group_size(model: nn.Module) -> int:

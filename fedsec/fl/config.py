@@ -88,11 +88,11 @@ class TrainArgs:
     server_beta2: float = doc(0.99, "FedOpt adam/yogi: second-moment decay")
     server_tau: float = doc(1e-3, "FedOpt: adaptivity tau (Reddi et al.)")
     client_batching: str | bool = doc("auto", "auto: train a round's clients together where that "
-                                       "is faster (models without convolutions, buffers, "
-                                       "dropout or recurrent layers) | on: wherever the model "
-                                       "allows | off: one client after another (YAML's "
-                                       "unquoted on / off, read as true / false, mean the "
-                                       "same)")
+                                       "was measured faster (logistic regression) | on: "
+                                       "wherever the model allows (no buffers, active dropout "
+                                       "or recurrent layers) | off: one client after another "
+                                       "(YAML's unquoted on / off, read as true / false, mean "
+                                       "the same)")
 
 
 @dataclass(frozen=True)
