@@ -131,10 +131,11 @@ def apply(flops_per_sample: float | None = None) -> dict[str, int]:
     budget = thread_budget()
     intra = budget if flops_per_sample is None else training_threads(flops_per_sample)
     torch.set_num_threads(intra)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # torch allows it only before its first inter-op work; keep its pool
-        pass
+    if torch.get_num_interop_threads() != 1:
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # torch allows it only before its first inter-op work: keep it
+            pass
     if native._core is not None:
         native.set_num_threads(budget)
     return {"budget": budget, "torch_intra_op": intra,
