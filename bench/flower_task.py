@@ -17,7 +17,6 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
 from fedsec.fl import Experiment, parse_config
-from fedsec.fl.experiment import _CLIENT, derive_seed
 from fedsec.fl.client import train_local
 from fedsec.integrations.flower import FedSecStrategy
 
@@ -37,11 +36,9 @@ def train(msg: Message, context: Context) -> Message:
     experiment = _experiment(config["experiment"])
     client = int(context.node_config["partition-id"])
     features, labels = experiment.client_data[client]
-    experiment.model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     result = train_local(experiment.model, msg.content["arrays"].to_torch_state_dict(), features,
                          labels, experiment.training,
-                         derive_seed(experiment.seed, int(config["server-round"]) - 1, client,
-                                     _CLIENT))
+                         experiment.client_seed(int(config["server-round"]) - 1, client))
     metrics = MetricRecord({"num-examples": result.num_samples, "partition-id": client,
                             "train_loss": result.train_loss})
     return Message(RecordDict({"arrays": ArrayRecord(result.state), "metrics": metrics}),

@@ -171,8 +171,9 @@ class _StackedOptimizer:
 
     def __init__(self, params: list[torch.Tensor], how: LocalTraining):
         self.params, self.how = params, how
-        self.momentum: list[torch.Tensor | None] = [None] * len(params)
-        if how.optimizer == "adam":
+        if how.optimizer == "sgd":
+            self.momentum: list[torch.Tensor | None] = [None] * len(params)  # sgd fills them
+        else:
             self.exp_avg = [torch.zeros_like(p) for p in params]
             self.exp_avg_sq = [torch.zeros_like(p) for p in params]
             self.steps = [torch.tensor(0.0) for _ in params]

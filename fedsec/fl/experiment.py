@@ -75,7 +75,7 @@ class Experiment:
         self.backdoor_test = self._backdoor_test_set()
         self.model = self.new_model()
         self.batching = _client_batching(t.client_batching, self.model, c.model.model)
-        self.training_flops = threads.forward_flops(self.model, self.client_sample())
+        self.training_flops = threads.forward_flops(self.model, self.test[0][:1])
         torch.manual_seed(self.seed)
         self.global_model: StateDict = {k: v.detach().clone()
                                         for k, v in self.new_model().state_dict().items()}
@@ -88,9 +88,10 @@ class Experiment:
         return build_model(m.model, input_shape=self.data.input_shape,
                            num_classes=self.data.num_classes, **m.options).to(self.device)
 
-    def client_sample(self) -> torch.Tensor:
-        """One input sample, shaped as the model takes a batch of one."""
-        return self.test[0][:1]
+    def client_seed(self, round_index: int, client: int) -> int:
+        """The seed of ``client``'s local training in round ``round_index`` (its batch order,
+        dropout): the same whether the client trains here, batched, or in another engine."""
+        return derive_seed(self.seed, round_index, client, _CLIENT)
 
     def _backdoor_test_set(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Clean test samples with the attack's trigger, labelled with its target: accuracy
@@ -162,7 +163,7 @@ class Experiment:
         work: list[tuple[LocalTraining, ClientData]] = []
         for cid in clients:
             x, y = self.client_data[cid]
-            seed = derive_seed(self.seed, ctx.round_index, cid, _CLIENT)
+            seed = self.client_seed(ctx.round_index, cid)
             data, how = ClientData(x, y, seed, self.pool, self.pool_starts[cid]), self.training
             if self.attacker.is_malicious(cid, ctx):
                 data = ClientData(*self.attacker.poison_data(x, y, cid, ctx), seed)
