@@ -7,36 +7,20 @@ mean, twice (Gram matrix, then one combination) for the distance-based ones.
 from __future__ import annotations
 
 import math
-import numbers
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from . import solvers
 from .backends import SelectOp
 from .context import AggregationContext
+from .params import check
 
 __all__ = ["mean", "median", "trimmed_mean", "krum_scores", "krum", "geometric_median",
            "bulyan", "centered_clip"]
 
 
 # --- parameter checks -----------------------------------------------------------------------------
-
-def _integer(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer; got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {name}={value}")
-    return int(value)
-
-
-def _positive(name: str, value: Any, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a finite number; got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}; got {name}={value}")
-    return float(value)
-
 
 def _weights(weights: Sequence[float] | None, n: int) -> np.ndarray | None:
     if weights is None:
@@ -101,7 +85,7 @@ def trimmed_mean(updates, beta: float, *, on_nonfinite: str = "exclude",
                  return_info: bool = False, backend: str = "auto"):
     """Coordinate-wise trimmed mean (Yin et al. 2018): drop the k = floor(beta * n) smallest and
     k largest values of each coordinate and average the rest; 0 <= beta < 0.5."""
-    beta = _positive("beta", beta, allow_zero=True)
+    beta = check("beta", beta, float, ge=0)
     if beta >= 0.5:
         raise ValueError(f"trimmed_mean needs 0 <= beta < 0.5; got beta={beta}")
     ctx = AggregationContext("trimmed_mean", updates, on_nonfinite, backend)
@@ -124,7 +108,7 @@ def krum_scores(updates, f: int, *, on_nonfinite: str = "exclude", return_info: 
     """Krum scores (Blanchard et al. 2017): for each client, the sum of squared distances to its
     n - f - 2 nearest other updates. Returns a float64 numpy array of n scores (inf for excluded
     clients, and for scores beyond the float64 range)."""
-    f = _integer("f", f, 0)
+    f = check("f", f, int, ge=0)
     ctx = AggregationContext("krum_scores", updates, on_nonfinite, backend)
 
     def body():
@@ -139,8 +123,8 @@ def krum(updates, f: int, m: int = 1, weights=None, *, on_nonfinite: str = "excl
          return_info: bool = False, backend: str = "auto"):
     """Krum (m=1) and multi-Krum (Blanchard et al. 2017): the mean of the m updates with the
     lowest Krum scores (weighted by ``weights`` when given; ties broken by lower index)."""
-    f = _integer("f", f, 0)
-    m = _integer("m", m, 1)
+    f = check("f", f, int, ge=0)
+    m = check("m", m, int, ge=1)
     ctx = AggregationContext("krum", updates, on_nonfinite, backend)
     w = _weights(weights, ctx.updates.n)
 
@@ -165,9 +149,9 @@ def geometric_median(updates, weights=None, nu: float = 1e-6, max_iter: int = 10
     the minimiser is at most tol times the weighted median distance from z to the clients
     (docs/api.md says what that guarantees). The iterations run on the n x n Gram matrix, so
     the data is read twice whatever the number of iterations."""
-    nu = _positive("nu", nu)
-    max_iter = _integer("max_iter", max_iter, 1)
-    tol = _positive("tol", tol, allow_zero=True)
+    nu = check("nu", nu, float, gt=0)
+    max_iter = check("max_iter", max_iter, int, ge=1)
+    tol = check("tol", tol, float, ge=0)
     ctx = AggregationContext("geometric_median", updates, on_nonfinite, backend)
     w = _weights(weights, ctx.updates.n)
 
@@ -186,7 +170,7 @@ def bulyan(updates, f: int, *, on_nonfinite: str = "exclude", return_info: bool 
            backend: str = "auto"):
     """Bulyan (El Mhamdi et al. 2018): select theta = n - 2f updates by repeated Krum, then per
     coordinate average the theta - 2f selected values closest to their median; n >= 4f + 3."""
-    f = _integer("f", f, 0)
+    f = check("f", f, int, ge=0)
     ctx = AggregationContext("bulyan", updates, on_nonfinite, backend)
 
     def body():
@@ -209,8 +193,8 @@ def centered_clip(updates, tau: float, iters: int = 1, center=None, *,
     ||x_i - v||), ``iters`` times, from ``center`` (one update in the same form, e.g. the last
     global model) or, when None, from the medoid update (ties within a relative 1e-6 go to the
     lowest index, docs/api.md)."""
-    tau = _positive("tau", tau)
-    iters = _integer("iters", iters, 1)
+    tau = check("tau", tau, float, gt=0)
+    iters = check("iters", iters, int, ge=1)
     ctx = AggregationContext("centered_clip", updates, on_nonfinite, backend)
     start = ctx.center(center) if center is not None else None
 

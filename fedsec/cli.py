@@ -53,6 +53,7 @@ def _selftest(args: argparse.Namespace) -> int:
 def _list(_: argparse.Namespace) -> int:
     import dataclasses
 
+    from .params import bounds_of
     from .security import Attack, Defense
     from .security.registry import names, resolve
 
@@ -66,7 +67,8 @@ def _list(_: argparse.Namespace) -> int:
             for f in dataclasses.fields(cls.Params):
                 default = f.default if f.default is not dataclasses.MISSING else (
                     f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
-                print(f"      {f.name} = {default!r}")
+                allowed = bounds_of(f).describe()
+                print(f"      {f.name} = {default!r}" + (f"  ({allowed})" if allowed else ""))
                 if f.metadata.get("doc"):
                     print(f"          {f.metadata['doc']}")
     _list_models_and_data()
@@ -82,8 +84,8 @@ def _list_models_and_data() -> None:
         also = f" (also: {', '.join(family.aliases)})" if family.aliases else ""
         print(f"  {family.name}{also}  [{family.task}]")
         print(f"      {family.description}")
-        for key, default in family.options().items():
-            print(f"      {key} = {default!r}")
+        for key, (default, allowed) in family.options_and_bounds().items():
+            print(f"      {key} = {default!r}" + (f"  ({allowed})" if allowed else ""))
     print("datasets (data_args.dataset)")
     for name, description in DATASETS.items():
         print(f"  {name}: {description}")

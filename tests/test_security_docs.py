@@ -1,10 +1,12 @@
 """The custom-defense example of docs/security.md runs as written: its module, loaded from a
-package on sys.path, and its YAML line through config loading and one aggregation round."""
+package on sys.path, and its YAML line through config loading and one aggregation round; its
+declared bounds are enforced by the config alone."""
 import re
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import yaml
 
@@ -30,14 +32,20 @@ def test_custom_defense_example_runs_from_yaml(tmp_path, monkeypatch):
     defense = build_defense(config["defense_args"], Federation(5, 5))
     assert defense.params.bound == 0.5
 
-    models = [(10.0, {"w": torch.full((3,), float(v))}) for v in (0.1, 0.2, 0.3, 5.0, 9.0)]
+    models = [(10.0, {"w": torch.full((3,), float(v))}) for v in (0.1, 0.2, 0.3, 0.4, 9.0)]
     ctx = RoundContext(0, list(range(5)), np.random.default_rng(0))
     out = aggregate_round(Attacker(), Defender(defense), models, {"w": torch.zeros(3)}, ctx,
                           base_aggregation=lambda *_: None)
-    assert torch.allclose(out["w"], torch.full((3,), 0.3))  # the median, under the bound
+    assert torch.allclose(out["w"], torch.full((3,), 0.3))  # mean of 0.2, 0.3, 0.4: under it
 
     models[1] = (10.0, {"w": torch.full((3,), 2.0)})
     models[2] = (10.0, {"w": torch.full((3,), 3.0)})
     out = aggregate_round(Attacker(), Defender(defense), models, {"w": torch.zeros(3)}, ctx,
                           base_aggregation=lambda *_: None)
-    assert torch.allclose(out["w"], torch.full((3,), 0.5))  # median 3.0 clipped to the bound
+    assert torch.allclose(out["w"], torch.full((3,), 0.5))  # 0.4, 2, 3 give 1.8: clipped
+
+    # The declared bounds are enforced without any validation code in the class.
+    for key, value, message in (("beta", 0.5, "defense_args.beta=0.5 must be in [0, 0.5)"),
+                                ("bound", -1, "defense_args.bound=-1.0 must be a positive")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            build_defense({**config["defense_args"], key: value}, Federation(5, 5))

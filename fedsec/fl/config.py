@@ -12,8 +12,6 @@ transformer), checked by the model when it is built, also before training.
 from __future__ import annotations
 
 import dataclasses
-import math
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +19,9 @@ from typing import Any
 
 import yaml
 
-from ..security import Attack, Defense, Federation, doc
-from ..security.config import ComponentSpec, coerce, parse_component
+from ..params import doc, parse_fields
+from ..security import Attack, Defense, Federation
+from ..security.config import ComponentSpec, parse_component
 
 FEDERATED_OPTIMIZERS = ("FedAvg", "FedOpt", "FedProx", "FedNova")
 SERVER_OPTIMIZERS = ("adam", "yogi", "adagrad", "sgd")
@@ -50,10 +49,11 @@ class DataArgs:
     data_cache_dir: str | None = doc(None, "folder (or .txt file) of a dataset that is not "
                                            "embedded")
     partition_method: str = doc("hetero", "iid | hetero (Dirichlet over labels) | natural "
-                                          "(LEAF users, speaking roles)")
+                                          "(LEAF users, speaking roles)",
+                                choices=PARTITION_METHODS)
     partition_alpha: float = doc(0.5, "Dirichlet concentration of hetero; smaller is more "
-                                      "skewed")
-    sequence_length: int = doc(80, "characters per text sample")
+                                      "skewed", gt=0)
+    sequence_length: int = doc(80, "characters per text sample", ge=1)
     train_size: int | None = doc(None, "use a seeded random subset of this many training "
                                        "samples (null: all)")
     test_size: int | None = doc(None, "use a seeded random subset of this many test samples "
@@ -68,42 +68,45 @@ class ModelArgs:
 
 @dataclass(frozen=True)
 class TrainArgs:
-    federated_optimizer: str = doc("FedAvg", "FedAvg | FedOpt | FedProx | FedNova")
-    client_num_in_total: int = doc(10, "clients in the federation")
-    client_num_per_round: int = doc(10, "clients sampled each round (without replacement)")
-    comm_round: int = doc(10, "communication rounds")
-    epochs: int = doc(1, "local epochs per round")
-    batch_size: int = doc(32, "local mini-batch size")
-    client_optimizer: str = doc("sgd", "sgd | adam")
-    learning_rate: float = doc(0.1, "clients' learning rate")
-    momentum: float = doc(0.0, "clients' SGD momentum, in [0, 1)")
-    weight_decay: float = doc(0.0, "clients' L2 weight decay")
+    federated_optimizer: str = doc("FedAvg", "FedAvg | FedOpt | FedProx | FedNova",
+                                   choices=FEDERATED_OPTIMIZERS)
+    client_num_in_total: int = doc(10, "clients in the federation", ge=1)
+    client_num_per_round: int = doc(10, "clients sampled each round (without replacement)",
+                                    ge=1)
+    comm_round: int = doc(10, "communication rounds", ge=1)
+    epochs: int = doc(1, "local epochs per round", ge=1)
+    batch_size: int = doc(32, "local mini-batch size", ge=1)
+    client_optimizer: str = doc("sgd", "sgd | adam", choices=CLIENT_OPTIMIZERS)
+    learning_rate: float = doc(0.1, "clients' learning rate", gt=0)
+    momentum: float = doc(0.0, "clients' SGD momentum", ge=0, lt=1)
+    weight_decay: float = doc(0.0, "clients' L2 weight decay", ge=0)
     fedprox_mu: float = doc(0.01, "FedProx: weight mu of the proximal term "
-                                  "mu/2 ||w - w_global||^2")
-    server_optimizer: str = doc("adam", "FedOpt: adam | yogi | adagrad | sgd")
+                                  "mu/2 ||w - w_global||^2", ge=0)
+    server_optimizer: str = doc("adam", "FedOpt: adam | yogi | adagrad | sgd",
+                                choices=SERVER_OPTIMIZERS)
     server_lr: float = doc(1.0, "server learning rate on the averaged update (FedAvg: 1 "
-                                "takes the average as it is)")
-    server_momentum: float = doc(0.0, "FedOpt sgd: server momentum (FedAvgM)")
-    server_beta1: float = doc(0.9, "FedOpt adam/yogi: first-moment decay")
-    server_beta2: float = doc(0.99, "FedOpt adam/yogi: second-moment decay")
-    server_tau: float = doc(1e-3, "FedOpt: adaptivity tau (Reddi et al.)")
-    client_batching: str | bool = doc("auto", "auto: train a round's clients together where that "
+                                "takes the average as it is)", gt=0)
+    server_momentum: float = doc(0.0, "FedOpt sgd: server momentum (FedAvgM)", ge=0, lt=1)
+    server_beta1: float = doc(0.9, "FedOpt adam/yogi: first-moment decay", ge=0, lt=1)
+    server_beta2: float = doc(0.99, "FedOpt adam/yogi: second-moment decay", ge=0, lt=1)
+    server_tau: float = doc(1e-3, "FedOpt: adaptivity tau (Reddi et al.)", gt=0)
+    client_batching: str = doc("auto", "auto: train a round's clients together where that "
                                        "was measured faster (logistic regression) | on: "
                                        "wherever the model allows (no buffers, active dropout "
                                        "or recurrent layers) | off: one client after another "
                                        "(YAML's unquoted on / off, read as true / false, mean "
-                                       "the same)")
+                                       "the same)", choices=CLIENT_BATCHING)
 
 
 @dataclass(frozen=True)
 class ValidationArgs:
     frequency_of_the_test: int = doc(1, "evaluate the global model every this many rounds "
-                                        "(and after the last)")
+                                        "(and after the last)", ge=1)
 
 
 @dataclass(frozen=True)
 class DeviceArgs:
-    device: str = doc("cpu", "cpu | cuda | auto (cuda when usable)")
+    device: str = doc("cpu", "cpu | cuda | auto (cuda when usable)", choices=DEVICES)
 
 
 SECTIONS: dict[str, type] = {"common_args": CommonArgs, "data_args": DataArgs,
@@ -193,12 +196,10 @@ def parse_config(raw: Mapping) -> ExperimentConfig:
         if not isinstance(body, Mapping):
             raise ConfigError(f"{name} must be a mapping of keys; got {body!r}")
         sections[name] = _section(name, cls, body)
-    if isinstance(sections["train_args"].client_batching, bool):  # YAML 1.1 read on/off
-        sections["train_args"] = dataclasses.replace(
-            sections["train_args"],
-            client_batching="on" if sections["train_args"].client_batching else "off")
     train: TrainArgs = sections["train_args"]
-    _check(sections)
+    if train.federated_optimizer == "FedNova" and train.client_optimizer != "sgd":
+        raise ConfigError(f"train_args.federated_optimizer=FedNova normalises SGD steps; "
+                          f"client_optimizer={train.client_optimizer!r} must be 'sgd'")
     try:
         federation = Federation(train.client_num_in_total, train.client_num_per_round)
         attack = parse_component(Attack, raw.get("attack_args"), federation)
@@ -217,62 +218,11 @@ def _section(name: str, cls: type, body: Mapping) -> Any:
         if not isinstance(model, str) or not model:
             raise ConfigError(f"model_args.model must be a model name; got {model!r}")
         return ModelArgs(model, body)
-    hints = typing.get_type_hints(cls)
-    fields = [f.name for f in dataclasses.fields(cls)]
-    values = {}
-    for key, value in body.items():
-        if key not in fields:
-            raise ConfigError(f"{name}: unknown key {key!r}; valid keys: {', '.join(fields)}")
-        try:
-            values[key] = coerce(f"{name}.{key}", value, hints[key])
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-    return cls(**values)
-
-
-def _check(sections: dict[str, Any]) -> None:
-    data: DataArgs = sections["data_args"]
-    train: TrainArgs = sections["train_args"]
-    _choice("data_args.partition_method", data.partition_method, PARTITION_METHODS)
-    _choice("train_args.federated_optimizer", train.federated_optimizer, FEDERATED_OPTIMIZERS)
-    _choice("train_args.client_optimizer", train.client_optimizer, CLIENT_OPTIMIZERS)
-    _choice("train_args.server_optimizer", train.server_optimizer, SERVER_OPTIMIZERS)
-    _choice("train_args.client_batching", train.client_batching, CLIENT_BATCHING)
-    _choice("device_args.device", sections["device_args"].device, DEVICES)
-    if train.federated_optimizer == "FedNova" and train.client_optimizer != "sgd":
-        raise ConfigError(f"train_args.federated_optimizer=FedNova normalises SGD steps; "
-                          f"client_optimizer={train.client_optimizer!r} must be 'sgd'")
-    _at_least("data_args.sequence_length", data.sequence_length, 1)
-    _positive("data_args.partition_alpha", data.partition_alpha)
-    for key in ("comm_round", "epochs", "batch_size"):
-        _at_least(f"train_args.{key}", getattr(train, key), 1)
-    for key in ("learning_rate", "server_lr", "server_tau"):
-        _positive(f"train_args.{key}", getattr(train, key))
-    _nonnegative("train_args.weight_decay", train.weight_decay)
-    _nonnegative("train_args.fedprox_mu", train.fedprox_mu)
-    for key in ("momentum", "server_momentum", "server_beta1", "server_beta2"):
-        value = getattr(train, key)
-        if not 0 <= value < 1:
-            raise ConfigError(f"train_args.{key}={value!r} must be in [0, 1)")
-    _at_least("validation_args.frequency_of_the_test",
-              sections["validation_args"].frequency_of_the_test, 1)
-
-
-def _choice(key: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ConfigError(f"{key}={value!r} is not valid; valid: {', '.join(valid)}")
-
-
-def _at_least(key: str, value: int, low: int) -> None:
-    if value < low:
-        raise ConfigError(f"{key}={value} must be >= {low}")
-
-
-def _positive(key: str, value: float) -> None:
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{key}={value!r} must be a positive finite number")
-
-
-def _nonnegative(key: str, value: float) -> None:
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{key}={value!r} must be a finite number >= 0")
+    batching = body.get("client_batching") if cls is TrainArgs else None
+    if isinstance(batching, bool):  # YAML 1.1 reads unquoted on / off as true / false
+        body = {**body, "client_batching": "on" if batching else "off"}
+    try:
+        return parse_fields(cls, body, name, lambda key, fields: (
+            f"{name}: unknown key {key!r}; valid keys: {', '.join(fields)}"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

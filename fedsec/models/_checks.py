@@ -3,12 +3,6 @@ was expected."""
 from __future__ import annotations
 
 
-def check_positive(model: str, **sizes: int) -> None:
-    for key, value in sizes.items():
-        if value < 1:
-            raise ValueError(f"{model}: {key}={value} must be a positive integer")
-
-
 def image_shape(model: str, input_shape: tuple[int, ...], min_side: int = 1
                 ) -> tuple[int, int, int]:
     """``(C, H, W)`` from ``input_shape``; H and W must be at least ``min_side`` (the

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import check_positive, sequence_length
+from ..params import PositiveInt
+from ._checks import sequence_length
 from .registry import register_model
 
 
@@ -28,12 +29,11 @@ class CharLSTM(nn.Module):
     """
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, *,
-                 embedding_dim: int = 8, hidden_size: int = 256, num_layers: int = 2,
+                 embedding_dim: PositiveInt = 8, hidden_size: PositiveInt = 256,
+                 num_layers: PositiveInt = 2,
                  bidirectional: bool = True):
         super().__init__()
         sequence_length(self.name, input_shape)
-        check_positive(self.name, embedding_dim=embedding_dim, hidden_size=hidden_size,
-                       num_layers=num_layers)
         self.directions = 2 if bidirectional else 1
         self.embedding = nn.Embedding(num_classes, embedding_dim)
         self.lstm = nn.LSTM(embedding_dim, hidden_size, num_layers, batch_first=True,

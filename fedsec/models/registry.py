@@ -4,18 +4,20 @@ A model family is an ``nn.Module`` subclass whose constructor is
 ``(input_shape, num_classes, *, option=default, ...)``; ``@register_model`` files it under its
 canonical name and aliases (FedML's spellings). The keyword-only parameters of the constructor
 are the model's options: their names are the only keys ``build_model`` accepts and their
-annotations the types it checks (ints for sizes, ``Literal`` for choices). The constructor
-itself checks the values (positive sizes, a shape the architecture can take).
+annotations the types and bounds ``fedsec.params.coerce`` checks (``PositiveInt`` for sizes,
+``Literal`` for choices). The constructor checks what needs the input (a shape the
+architecture can take, heads dividing the width).
 """
 from __future__ import annotations
 
 import inspect
-import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, TypeVar
 
 from torch import nn
+
+from ..params import allowed_values, coerce
 
 Task = Literal["classification", "language_model"]
 M = TypeVar("M", bound=type[nn.Module])
@@ -39,6 +41,12 @@ class ModelFamily:
         parameters = inspect.signature(self.cls.__init__).parameters.values()
         return {p.name: p.default for p in parameters
                 if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+    def options_and_bounds(self) -> dict[str, tuple[Any, str]]:
+        """Each option's default and its allowed values in words (for `fedsec list`)."""
+        hints = typing.get_type_hints(self.cls.__init__, include_extras=True)
+        return {key: (default, allowed_values(hints[key]))
+                for key, default in self.options().items()}
 
 
 _FAMILIES: dict[str, ModelFamily] = {}  # every canonical name and alias
@@ -80,13 +88,14 @@ def build(name: str, input_shape: Any, num_classes: Any, options: dict[str, Any]
         raise ValueError(f"model {name!r}: num_classes must be a positive integer; "
                          f"got {num_classes!r}")
     valid = model_family.options()
-    hints = typing.get_type_hints(model_family.cls.__init__)
+    hints = typing.get_type_hints(model_family.cls.__init__, include_extras=True)
+    checked = {}
     for key, value in options.items():
         if key not in valid:
             raise ValueError(f"model {name!r}: unknown option {key!r}; valid options: "
                              f"{', '.join(valid) or 'none'}")
-        _check_type(f"model {name!r}: option {key}", value, hints[key])
-    return model_family.cls(shape, num_classes, **options)
+        checked[key] = coerce(f"model {name!r}: option {key}", value, hints[key])
+    return model_family.cls(shape, num_classes, **checked)
 
 
 def _check_input_shape(name: str, input_shape: Any) -> tuple[int, ...]:
@@ -95,29 +104,3 @@ def _check_input_shape(name: str, input_shape: Any) -> tuple[int, ...]:
         raise ValueError(f"model {name!r}: input_shape must be a non-empty tuple of positive "
                          f"integers (one sample's shape); got {input_shape!r}")
     return tuple(input_shape)
-
-
-_TYPE_WORDS = {int: ((int,), "an integer"), float: ((int, float), "a number"),
-               bool: ((bool,), "true or false")}
-
-
-def _check_type(where: str, value: Any, annotation: Any) -> None:
-    """Raise ValueError unless ``value`` fits ``annotation`` (int, float, bool, a Literal of
-    strings, or an optional one of these); ints are accepted for floats, bools never for
-    numbers."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return
-        (annotation,) = (o for o in options if o is not type(None))
-        origin = typing.get_origin(annotation)
-    if origin is Literal:
-        choices = typing.get_args(annotation)
-        if value not in choices:
-            raise ValueError(f"{where}={value!r} is not valid; valid: "
-                             f"{', '.join(map(str, choices))}")
-        return
-    accepted, words = _TYPE_WORDS[annotation]
-    if not isinstance(value, accepted) or (annotation is not bool and isinstance(value, bool)):
-        raise ValueError(f"{where} must be {words}; got {value!r}")

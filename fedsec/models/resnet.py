@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_positive, image_shape
+from ..params import PositiveInt
+from ._checks import image_shape
 from .registry import register_model
 
 STAGE_CHANNELS = (16, 32, 64)
@@ -61,10 +62,9 @@ class CifarResNet(nn.Module):
     depth: ClassVar[int]
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, *,
-                 norm: Literal["batch", "group"] = "batch", num_groups: int = 2):
+                 norm: Literal["batch", "group"] = "batch", num_groups: PositiveInt = 2):
         super().__init__()
         channels, _, _ = image_shape(self.name, input_shape)
-        check_positive(self.name, num_groups=num_groups)
         if norm == "group" and STAGE_CHANNELS[0] % num_groups:
             raise ValueError(f"{self.name}: num_groups={num_groups} must divide the channel "
                              f"counts {STAGE_CHANNELS}")

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_positive, sequence_length
+from ..params import PositiveInt, UnitInterval
+from ._checks import sequence_length
 from .registry import register_model
 
 
@@ -66,19 +67,16 @@ class TransformerLM(nn.Module):
     final norm 256: 417,280; 427,520 with ``tie_weights: false``.
     """
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, *, num_layers: int = 2,
-                 d_model: int = 128, num_heads: int = 4, dim_feedforward: int | None = None,
-                 dropout: float = 0.0, tie_weights: bool = True):
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, *,
+                 num_layers: PositiveInt = 2, d_model: PositiveInt = 128,
+                 num_heads: PositiveInt = 4, dim_feedforward: PositiveInt | None = None,
+                 dropout: UnitInterval = 0.0, tie_weights: bool = True):
         super().__init__()
         self.context_length = sequence_length(self.name, input_shape)
         dim_feedforward = 4 * d_model if dim_feedforward is None else dim_feedforward
-        check_positive(self.name, num_layers=num_layers, d_model=d_model, num_heads=num_heads,
-                       dim_feedforward=dim_feedforward)
         if d_model % num_heads:
             raise ValueError(f"{self.name}: num_heads={num_heads} must divide "
                              f"d_model={d_model}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"{self.name}: dropout={dropout} must be in [0, 1)")
         self.token_embedding = nn.Embedding(num_classes, d_model)
         self.position_embedding = nn.Embedding(self.context_length, d_model)
         self.dropout = nn.Dropout(dropout)

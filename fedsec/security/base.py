@@ -10,8 +10,9 @@ state_dict)) and the last global model w_g:
 Client training: a malicious client's dataset goes through ``attack.poison_data`` first.
 
 A component declares the stages it hooks in ``stages`` and its parameters as a dataclass
-``Params`` whose fields are the YAML keys (with defaults and a docstring each); ``validate``
-rejects impossible values once the federation's size is known, before any training.
+``Params`` whose fields are the YAML keys, each with its default, doc and bounds
+(``fedsec.params.doc``: checked when the config is parsed); ``validate`` keeps the checks that
+need the federation's size, also before any training.
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
+
+from ..params import doc  # noqa: F401  (components declare their Params with it)
 
 StateDict = dict[str, torch.Tensor]
 # A label that is not scored (torch's cross_entropy ignore_index), e.g. the positions of a
@@ -82,14 +85,6 @@ class RoundContext:
     client_batches: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
     comm_round: int | None = None
     server_learning_rate: float | None = None
-
-
-def doc(default: Any, text: str, *, factory: Callable[[], Any] | None = None) -> Any:
-    """A ``Params`` field with ``default`` (or ``factory``) documented by ``text`` (shown by
-    `fedsec list`)."""
-    if factory is not None:
-        return field(default_factory=factory, metadata={"doc": text})
-    return field(default=default, metadata={"doc": text})
 
 
 def is_float(value: Any) -> bool:

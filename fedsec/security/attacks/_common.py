@@ -82,13 +82,6 @@ def check_positive(key: str, value: float | None, *, allow_none: bool = False) -
         raise ValueError(f"{key}={value!r} must be a positive finite number")
 
 
-def check_fraction(key: str, value: float, *, open_low: bool = False) -> None:
-    low_ok = value > 0 if open_low else value >= 0
-    if not (low_ok and value <= 1):
-        allowed = "in (0, 1]" if open_low else "in [0, 1]"
-        raise ValueError(f"{key}={value!r} must be {allowed}")
-
-
 def replace_malicious(models: list[ClientModel], bad: list[int],
                       poisoned: Callable[[str, torch.Tensor], torch.Tensor]) -> list[ClientModel]:
     """``models`` with every client at a position in ``bad`` sending the same crafted model:

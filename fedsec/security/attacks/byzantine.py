@@ -33,16 +33,13 @@ class ByzantineAttack(Attack):
     @dataclass
     class Params:
         byzantine_client_num: int = doc(1, "malicious clients per round, drawn among the "
-                                           "round's clients; 0 <= value <= client_num_per_round")
+                                           "round's clients; at most client_num_per_round", ge=0)
         attack_mode: str = doc("random", "random (N(0, 1) noise) | zero | flip "
-                                         "(w_g + (w_g - w_l))")
+                                         "(w_g + (w_g - w_l))", choices=MODES)
 
     @classmethod
     def validate(cls, params: "ByzantineAttack.Params", federation: Federation) -> None:
         check_count("byzantine_client_num", params.byzantine_client_num, federation)
-        if params.attack_mode not in MODES:
-            raise ValueError(f"attack_mode={params.attack_mode!r} is not valid; valid: "
-                             f"{', '.join(MODES)}")
 
     def poison_model(self, models: list[ClientModel], global_model: StateDict,
                      ctx: RoundContext) -> list[ClientModel]:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
 from ..registry import register_attack
-from ._common import check_positive, client_id, doc
+from ._common import client_id, doc
 
 
 @register_attack("dlg", "deep_leakage_from_gradients")
@@ -44,22 +44,23 @@ class DlgAttack(Attack):
     @dataclass
     class Params:
         attack_client_index: int | None = doc(None, "position in the round of the attacked "
-                                              "client; default 0 (the first)")
-        dlg_iterations: int = doc(300, "L-BFGS iterations (>= 1)")
-        dlg_lr: float = doc(1.0, "L-BFGS learning rate (> 0)")
+                                              "client; default 0 (the first)", ge=0)
+        dlg_iterations: int = doc(300, "L-BFGS iterations", ge=1)
+        dlg_lr: float = doc(1.0, "L-BFGS learning rate", gt=0)
         use_idlg: bool = doc(False, "infer the label from the last layer's gradient (iDLG); "
                                     "needs a batch of 1")
         input_shape: list[int] | None = doc(None, "shape of one input, when the true batch is "
-                                            "not given in ctx.client_batches")
-        batch_size: int = doc(1, "dummy batch size when the true batch is not given")
+                                            "not given in ctx.client_batches", ge=1)
+        batch_size: int = doc(1, "dummy batch size when the true batch is not given", ge=1)
         attack_round_list: list[int] | None = doc(None, "rounds (ctx.round_index) attacked; "
                                                   "default every round")
         save_dir: str | None = doc(None, "folder for PNGs of the reconstruction (needs "
                                          "matplotlib; skipped without it)")
         dlg_restarts: int = doc(1, "L-BFGS runs from fresh dummy data; the one that matches "
-                                   "the gradient best is kept (>= 1)")
+                                   "the gradient best is kept", ge=1)
         dlg_init: str = doc("uniform", "dummy data: uniform (U[0, 1), the range of fedsec's "
-                                       "images) | normal (N(0, 1), Zhu et al.'s)")
+                                       "images) | normal (N(0, 1), Zhu et al.'s)",
+                                   choices=("uniform", "normal"))
         seed: int = doc(0, "seed of the dummy data")
 
     @classmethod
@@ -68,19 +69,8 @@ class DlgAttack(Attack):
         if idx is not None and not 0 <= idx < federation.client_num_per_round:
             raise ValueError(f"attack_client_index={idx} must be between 0 and "
                              f"client_num_per_round - 1 = {federation.client_num_per_round - 1}")
-        if params.dlg_restarts < 1:
-            raise ValueError(f"dlg_restarts={params.dlg_restarts} must be >= 1")
-        if params.dlg_init not in ("uniform", "normal"):
-            raise ValueError(f"dlg_init={params.dlg_init!r} is not valid; valid: uniform, normal")
-        if params.dlg_iterations < 1:
-            raise ValueError(f"dlg_iterations={params.dlg_iterations} must be >= 1")
-        check_positive("dlg_lr", params.dlg_lr)
-        if params.batch_size < 1:
-            raise ValueError(f"batch_size={params.batch_size} must be >= 1")
-        if params.input_shape is not None and (not params.input_shape
-                                               or any(s < 1 for s in params.input_shape)):
-            raise ValueError(f"input_shape={params.input_shape} must be a non-empty list of "
-                             f"positive sizes")
+        if params.input_shape is not None and not params.input_shape:
+            raise ValueError("input_shape=[] must list one input's sizes")
 
     def __init__(self, params=None):
         super().__init__(params)

@@ -9,7 +9,7 @@ import torch
 
 from ..base import Attack, Federation, RoundContext, Stage
 from ..registry import register_attack
-from ._common import check_fraction, doc, report_malicious, seeded_rng
+from ._common import doc, report_malicious, seeded_rng
 
 
 @register_attack("label_flipping", "label_flip")
@@ -34,16 +34,16 @@ class LabelFlippingAttack(Attack):
     @dataclass
     class Params:
         original_class_list: list[int] = doc(None, "labels to flip (Tolpegin et al.: [3, 2])",
-                                             factory=lambda: [3])
+                                             factory=lambda: [3], ge=0)
         target_class_list: list[int] = doc(None, "what each label of original_class_list "
                                            "becomes (same length; Tolpegin et al.: [9, 1])",
-                                           factory=lambda: [9])
+                                           factory=lambda: [9], ge=0)
         ratio_of_poisoned_client: float = doc(0.1, "fraction of all clients that are "
-                                              "malicious, in [0, 1]")
+                                              "malicious", ge=0, le=1)
         poisoned_client_num: int | None = doc(None, "number of malicious clients; overrides "
-                                              "ratio_of_poisoned_client")
+                                              "ratio_of_poisoned_client", ge=0)
         poisoned_fraction: float = doc(1.0, "fraction of a malicious client's listed-label "
-                                       "samples that are flipped, in (0, 1]")
+                                       "samples that are flipped", gt=0, le=1)
         seed: int = doc(0, "seed of the malicious set and of the poisoned samples")
 
     @classmethod
@@ -54,13 +54,8 @@ class LabelFlippingAttack(Attack):
         if len(src) != len(dst):
             raise ValueError(f"original_class_list={src} and target_class_list={dst} must have "
                              f"the same length")
-        for key, values in (("original_class_list", src), ("target_class_list", dst)):
-            if any(v < 0 for v in values):
-                raise ValueError(f"{key}={values} must hold labels >= 0")
         if len(set(src)) != len(src):
             raise ValueError(f"original_class_list={src} lists a label twice")
-        check_fraction("ratio_of_poisoned_client", params.ratio_of_poisoned_client)
-        check_fraction("poisoned_fraction", params.poisoned_fraction, open_low=True)
         num = params.poisoned_client_num
         if num is not None and not 0 <= num <= federation.client_num_in_total:
             raise ValueError(f"poisoned_client_num={num} must be between 0 and "

@@ -10,8 +10,7 @@ import torch
 from ..base import (IGNORE_LABEL, Attack, ClientModel, Federation, RoundContext, Stage,
                     StateDict)
 from ..registry import register_attack
-from ._common import (check_fraction, check_positive, doc, map_floats, report_malicious,
-                      seeded_rng)
+from ._common import doc, map_floats, report_malicious, seeded_rng
 
 
 @register_attack("model_replacement", "model_replacement_backdoor", "backdoor")
@@ -46,43 +45,31 @@ class ModelReplacementAttack(Attack):
 
     @dataclass
     class Params:
-        backdoor_target_label: int = doc(0, "label the trigger maps to")
+        backdoor_target_label: int = doc(0, "label the trigger maps to", ge=0)
         poisoned_fraction: float = doc(0.5, "fraction of the malicious client's samples "
-                                       "stamped and relabelled, in (0, 1]")
-        scale_factor: float | None = doc(None, "gamma; default n / server_learning_rate")
-        server_learning_rate: float | None = doc(None, "eta, the server's learning rate (> 0); "
-                                                 "default the experiment's (1 when unknown)")
+                                       "stamped and relabelled", gt=0, le=1)
+        scale_factor: float | None = doc(None, "gamma; default n / server_learning_rate",
+                                           gt=0)
+        server_learning_rate: float | None = doc(None, "eta, the server's learning rate; default "
+                                                 "the experiment's (1 when unknown)", gt=0)
         malicious_client_id: int | None = doc(None, "the attacker's client id; default one "
-                                              "client per round drawn from seed")
+                                              "client per round drawn from seed", ge=0)
         attack_training_rounds: list[int] | None = doc(None, "rounds (ctx.round_index) with "
                                                        "the attack; default every round")
-        trigger_size: int = doc(2, "side of the square trigger, in pixels (>= 1)")
+        trigger_size: int = doc(2, "side of the square trigger, in pixels", ge=1)
         trigger_value: float = doc(1.0, "value of the trigger's pixels")
         trigger_token: int = doc(0, "text: the token id of the trigger (0 is '\\n' in the "
                                     "character vocabularies, which the embedded plays never "
-                                    "contain)")
+                                    "contain)", ge=0)
         malicious_epochs: int | None = doc(None, "local epochs of the attacker (Bagdasaryan "
                                                  "et al. train the backdoor longer); default "
-                                                 "the experiment's")
+                                                 "the experiment's", ge=1)
         malicious_learning_rate: float | None = doc(None, "the attacker's local learning rate; "
-                                                        "default the experiment's")
+                                                        "default the experiment's", gt=0)
         seed: int = doc(0, "seed of the attacker choice and of the poisoned samples")
 
     @classmethod
     def validate(cls, params: "ModelReplacementAttack.Params", federation: Federation) -> None:
-        check_fraction("poisoned_fraction", params.poisoned_fraction, open_low=True)
-        check_positive("scale_factor", params.scale_factor, allow_none=True)
-        check_positive("server_learning_rate", params.server_learning_rate, allow_none=True)
-        if params.backdoor_target_label < 0:
-            raise ValueError(f"backdoor_target_label={params.backdoor_target_label} must be >= 0")
-        if params.malicious_epochs is not None and params.malicious_epochs < 1:
-            raise ValueError(f"malicious_epochs={params.malicious_epochs} must be >= 1 or null")
-        check_positive("malicious_learning_rate", params.malicious_learning_rate,
-                       allow_none=True)
-        if params.trigger_token < 0:
-            raise ValueError(f"trigger_token={params.trigger_token} must be >= 0")
-        if params.trigger_size < 1:
-            raise ValueError(f"trigger_size={params.trigger_size} must be >= 1")
         mid = params.malicious_client_id
         if mid is not None and not 0 <= mid < federation.client_num_in_total:
             raise ValueError(f"malicious_client_id={mid} must be between 0 and "

@@ -112,16 +112,6 @@ def report_weights(ctx: RoundContext, weights: Iterable[float]) -> None:
 
 # --- validation -----------------------------------------------------------------------------------
 
-def check_positive(key: str, value: float) -> None:
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{key}={value!r} must be a positive finite number")
-
-
-def check_nonnegative(key: str, value: float) -> None:
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{key}={value!r} must be a finite number >= 0")
-
-
 def check_int_range(key: str, value: int, low: int, high: int, what_high: str = "") -> None:
     if value < low or value > high:
         extra = f" ({what_high})" if what_high else ""

@@ -25,7 +25,7 @@ class BulyanDefense(Defense):
 
     @dataclass
     class Params:
-        byzantine_client_num: int = doc(1, "f; Bulyan needs client_num_per_round >= 4f + 3")
+        byzantine_client_num: int = doc(1, "f; Bulyan needs client_num_per_round >= 4f + 3", ge=0)
 
     @classmethod
     def validate(cls, params: "BulyanDefense.Params", federation: Federation) -> None:

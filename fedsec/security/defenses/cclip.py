@@ -5,9 +5,9 @@ from dataclasses import dataclass
 
 import fedsec
 
-from ..base import ClientModel, Defense, Federation, RoundContext, Stage, StateDict
+from ..base import ClientModel, Defense, RoundContext, Stage, StateDict
 from ..registry import register_defense
-from ._common import check_positive, doc, report_aggregation, states
+from ._common import doc, report_aggregation, states
 
 
 @register_defense("cclip", "centered_clipping", "centred_clipping")
@@ -27,14 +27,8 @@ class CClipDefense(Defense):
 
     @dataclass
     class Params:
-        tau: float = doc(10.0, "clipping radius around the current centre; > 0")
-        iters: int = doc(1, "clipping iterations (the paper uses 1 with momentum); >= 1")
-
-    @classmethod
-    def validate(cls, params: "CClipDefense.Params", federation: Federation) -> None:
-        check_positive("tau", params.tau)
-        if params.iters < 1:
-            raise ValueError(f"iters={params.iters} must be >= 1")
+        tau: float = doc(10.0, "clipping radius around the current centre", gt=0)
+        iters: int = doc(1, "clipping iterations (the paper uses 1 with momentum)", ge=1)
 
     def defend_on_aggregation(self, models: list[ClientModel], global_model: StateDict,
                               ctx: RoundContext) -> StateDict:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..base import ClientModel, Defense, Federation, RoundContext, Stage, StateDict
+from ..base import ClientModel, Defense, RoundContext, Stage, StateDict
 from ..registry import register_defense
-from ._common import check_positive, clip_towards, client_id, doc
+from ._common import clip_towards, client_id, doc
 
 
 @register_defense("norm_diff_clipping", "norm_clipping")
@@ -27,11 +27,7 @@ class NormDiffClippingDefense(Defense):
 
     @dataclass
     class Params:
-        norm_bound: float = doc(5.0, "largest L2 norm of a client's update w_l - w_g; > 0")
-
-    @classmethod
-    def validate(cls, params: "NormDiffClippingDefense.Params", federation: Federation) -> None:
-        check_positive("norm_bound", params.norm_bound)
+        norm_bound: float = doc(5.0, "largest L2 norm of a client's update w_l - w_g", gt=0)
 
     def defend_before_aggregation(self, models: list[ClientModel], global_model: StateDict,
                                   ctx: RoundContext) -> list[ClientModel]:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import fedsec
 
-from ..base import ClientModel, Defense, Federation, RoundContext, Stage, StateDict
+from ..base import ClientModel, Defense, RoundContext, Stage, StateDict
 from ..registry import register_defense
 from ._common import doc, report_aggregation, states
 
@@ -41,14 +41,8 @@ class CoordinateWiseTrimmedMeanDefense(Defense):
 
     @dataclass
     class Params:
-        beta: float = doc(0.1, "fraction trimmed at each end per coordinate; 0 <= beta < 0.5")
-
-    @classmethod
-    def validate(cls, params: "CoordinateWiseTrimmedMeanDefense.Params",
-                 federation: Federation) -> None:
-        if not (0 <= params.beta < 0.5):
-            raise ValueError(f"beta={params.beta!r} is out of range: trimmed mean needs "
-                             f"0 <= beta < 0.5")
+        beta: float = doc(0.1, "fraction trimmed at each end per coordinate", ge=0,
+                          lt=0.5)
 
     def defend_on_aggregation(self, models: list[ClientModel], global_model: StateDict,
                               ctx: RoundContext) -> StateDict:

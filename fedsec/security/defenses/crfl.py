@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..base import Defense, Federation, RoundContext, Stage, StateDict
+from ..base import Defense, RoundContext, Stage, StateDict
 from ..registry import register_defense
-from ._common import (add_gaussian_noise, check_nonnegative, check_positive, doc, map_weights,
-                      state_norm)
+from ._common import add_gaussian_noise, doc, map_weights, state_norm
 
 
 @register_defense("crfl")
@@ -31,17 +30,10 @@ class CRFLDefense(Defense):
 
     @dataclass
     class Params:
-        clip_threshold: float = doc(15.0, "largest L2 norm of the global model; > 0")
-        sigma: float = doc(0.01, "standard deviation of the smoothing noise; >= 0 (0: none)")
+        clip_threshold: float = doc(15.0, "largest L2 norm of the global model", gt=0)
+        sigma: float = doc(0.01, "standard deviation of the smoothing noise (0: none)", ge=0)
         comm_round: int | None = doc(None, "rounds of the experiment: the last one is not "
-                                           "perturbed; null: the experiment's comm_round")
-
-    @classmethod
-    def validate(cls, params: "CRFLDefense.Params", federation: Federation) -> None:
-        check_positive("clip_threshold", params.clip_threshold)
-        check_nonnegative("sigma", params.sigma)
-        if params.comm_round is not None and params.comm_round < 1:
-            raise ValueError(f"comm_round={params.comm_round} must be >= 1 or null")
+                                           "perturbed; null: the experiment's comm_round", ge=1)
 
     def defend_after_aggregation(self, global_model: StateDict, ctx: RoundContext) -> StateDict:
         norm = state_norm(global_model)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..base import ClientModel, Defense, Federation, RoundContext, Stage, StateDict
+from ..base import ClientModel, Defense, RoundContext, Stage, StateDict
 from ..registry import register_defense
-from ._common import add_gaussian_noise, check_nonnegative, check_positive, doc
+from ._common import add_gaussian_noise, doc
 from .clipping import clip_models
 
 
@@ -26,13 +26,8 @@ class WeakDPDefense(Defense):
 
     @dataclass
     class Params:
-        norm_bound: float = doc(5.0, "largest L2 norm of a client's update; > 0")
-        stddev: float = doc(0.025, "standard deviation of the noise on the global model; >= 0")
-
-    @classmethod
-    def validate(cls, params: "WeakDPDefense.Params", federation: Federation) -> None:
-        check_positive("norm_bound", params.norm_bound)
-        check_nonnegative("stddev", params.stddev)
+        norm_bound: float = doc(5.0, "largest L2 norm of a client's update", gt=0)
+        stddev: float = doc(0.025, "standard deviation of the noise on the global model", ge=0)
 
     def defend_before_aggregation(self, models: list[ClientModel], global_model: StateDict,
                                   ctx: RoundContext) -> list[ClientModel]:

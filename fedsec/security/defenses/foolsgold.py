@@ -8,10 +8,9 @@ import torch
 
 import fedsec
 
-from ..base import ClientModel, Defense, Federation, RoundContext, Stage, StateDict
+from ..base import ClientModel, Defense, RoundContext, Stage, StateDict
 from ..registry import register_defense
-from ._common import (check_positive, client_id, doc, is_weight_param, report_excluded,
-                      report_weights)
+from ._common import client_id, doc, is_weight_param, report_excluded, report_weights
 
 
 @register_defense("foolsgold", "fools_gold")
@@ -45,11 +44,7 @@ class FoolsGoldDefense(Defense):
 
     @dataclass
     class Params:
-        kappa: float = doc(1.0, "confidence parameter of the logit re-weighting; > 0")
-
-    @classmethod
-    def validate(cls, params: "FoolsGoldDefense.Params", federation: Federation) -> None:
-        check_positive("kappa", params.kappa)
+        kappa: float = doc(1.0, "confidence parameter of the logit re-weighting", gt=0)
 
     def __init__(self, params=None):
         super().__init__(params)

@@ -8,8 +8,8 @@ import fedsec
 
 from ..base import ClientModel, Defense, Federation, RoundContext, Stage, StateDict
 from ..registry import register_defense
-from ._common import (check_int_range, check_nonnegative, check_positive, client_id, counts, doc,
-                      report_aggregation, report_excluded, states)
+from ._common import (check_int_range, client_id, counts, doc, report_aggregation, report_excluded,
+                      states)
 
 
 @register_defense("geo_median", "geometric_median")
@@ -29,18 +29,17 @@ class GeoMedianDefense(Defense):
 
     @dataclass
     class Params:
-        batch_num: int = doc(1, "number of groups k; 1 <= k <= client_num_per_round")
-        nu: float = doc(1e-6, "smoothing of the Weiszfeld iterations; > 0")
-        max_iter: int = doc(100, "largest number of Weiszfeld iterations; >= 1")
+        batch_num: int = doc(1, "number of groups k; at most client_num_per_round", ge=1)
+        nu: float = doc(1e-6, "smoothing of the Weiszfeld iterations", gt=0)
+        max_iter: int = doc(100, "largest number of Weiszfeld iterations", ge=1)
         tol: float = doc(1e-6, "relative accuracy that stops the iterations: estimated distance to "
                                 "the minimiser over the median distance to the clients "
-                                "(fedsec.geometric_median); >= 0")
+                                "(fedsec.geometric_median)", ge=0)
 
     @classmethod
     def validate(cls, params: "GeoMedianDefense.Params", federation: Federation) -> None:
         check_int_range("batch_num", params.batch_num, 1, federation.client_num_per_round,
                         "client_num_per_round")
-        _check_weiszfeld(params)
 
     def defend_on_aggregation(self, models: list[ClientModel], global_model: StateDict,
                               ctx: RoundContext) -> StateDict:
@@ -75,15 +74,11 @@ class RFADefense(Defense):
 
     @dataclass
     class Params:
-        nu: float = doc(1e-6, "smoothing of the Weiszfeld iterations; > 0")
-        max_iter: int = doc(100, "largest number of Weiszfeld iterations; >= 1")
+        nu: float = doc(1e-6, "smoothing of the Weiszfeld iterations", gt=0)
+        max_iter: int = doc(100, "largest number of Weiszfeld iterations", ge=1)
         tol: float = doc(1e-6, "relative accuracy that stops the iterations: estimated distance to "
                                 "the minimiser over the median distance to the clients "
-                                "(fedsec.geometric_median); >= 0")
-
-    @classmethod
-    def validate(cls, params: "RFADefense.Params", federation: Federation) -> None:
-        _check_weiszfeld(params)
+                                "(fedsec.geometric_median)", ge=0)
 
     def defend_on_aggregation(self, models: list[ClientModel], global_model: StateDict,
                               ctx: RoundContext) -> StateDict:
@@ -97,9 +92,3 @@ class RFADefense(Defense):
         ctx.metrics["weiszfeld_iterations"] = info.iterations
         return value
 
-
-def _check_weiszfeld(params) -> None:
-    check_positive("nu", params.nu)
-    if params.max_iter < 1:
-        raise ValueError(f"max_iter={params.max_iter} must be >= 1")
-    check_nonnegative("tol", params.tol)

@@ -32,8 +32,9 @@ class KrumDefense(Defense):
     @dataclass
     class Params:
         byzantine_client_num: int = doc(1, "f, the Byzantine clients tolerated; "
-                                           "client_num_per_round > 2f + 2")
-        krum_param_m: int = doc(1, "models kept (1 = Krum); 1 <= m <= client_num_per_round")
+                                           "client_num_per_round > 2f + 2", ge=0)
+        krum_param_m: int = doc(1, "models kept (1 = Krum); at most client_num_per_round",
+                                 ge=1)
 
     @classmethod
     def validate(cls, params: "KrumDefense.Params", federation: Federation) -> None:

@@ -7,9 +7,9 @@ import numpy as np
 
 import fedsec
 
-from ..base import keep_models, ClientModel, Defense, Federation, RoundContext, Stage, StateDict
+from ..base import keep_models, ClientModel, Defense, RoundContext, Stage, StateDict
 from ..registry import register_defense
-from ._common import check_positive, client_id, diff_norm, doc, report_excluded, states
+from ._common import client_id, diff_norm, doc, report_excluded, states
 
 MAD_TO_SIGMA = 1.4826  # sigma of a normal distribution = 1.4826 * its median absolute deviation
 
@@ -38,12 +38,8 @@ class ThreeSigmaDefense(Defense):
 
     @dataclass
     class Params:
-        threshold_sigma: float = doc(3.0, "how many sigmas above mu a score may be; > 0")
+        threshold_sigma: float = doc(3.0, "how many sigmas above mu a score may be", gt=0)
         robust: bool = doc(True, "median/MAD (true) or mean/sample std as FedML (false)")
-
-    @classmethod
-    def validate(cls, params: "ThreeSigmaDefense.Params", federation: Federation) -> None:
-        check_positive("threshold_sigma", params.threshold_sigma)
 
     def defend_before_aggregation(self, models: list[ClientModel], global_model: StateDict,
                                   ctx: RoundContext) -> list[ClientModel]:

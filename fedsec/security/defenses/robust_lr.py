@@ -9,8 +9,7 @@ import fedsec
 
 from ..base import ClientModel, Defense, Federation, RoundContext, Stage, StateDict
 from ..registry import register_defense
-from ._common import (check_int_range, check_positive, counts, doc, is_float,
-                      report_aggregation, states)
+from ._common import check_int_range, counts, doc, is_float, report_aggregation, states
 
 
 @register_defense("robust_learning_rate", "rlr")
@@ -34,15 +33,14 @@ class RobustLearningRateDefense(Defense):
 
     @dataclass
     class Params:
-        robust_threshold: int = doc(4, "sign agreement needed per coordinate; 0 <= value <= "
-                                       "client_num_per_round")
-        server_learning_rate: float = doc(1.0, "server learning rate eta; > 0")
+        robust_threshold: int = doc(4, "sign agreement needed per coordinate; at most "
+                                       "client_num_per_round", ge=0)
+        server_learning_rate: float = doc(1.0, "server learning rate eta", gt=0)
 
     @classmethod
     def validate(cls, params: "RobustLearningRateDefense.Params", federation: Federation) -> None:
         check_int_range("robust_threshold", params.robust_threshold, 0,
                         federation.client_num_per_round, "client_num_per_round")
-        check_positive("server_learning_rate", params.server_learning_rate)
 
     def defend_on_aggregation(self, models: list[ClientModel], global_model: StateDict,
                               ctx: RoundContext) -> StateDict:

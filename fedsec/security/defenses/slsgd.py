@@ -29,20 +29,18 @@ class SLSGDDefense(Defense):
     @dataclass
     class Params:
         trim_param_b: int = doc(1, "values dropped at each end per coordinate; "
-                                   "0 <= 2b < client_num_per_round")
-        alpha: float = doc(1.0, "moving-average weight of the trimmed mean (option 2); (0, 1]")
-        option_type: int = doc(2, "1: trimmed mean only; 2: moving average with alpha")
+                                   "2b < client_num_per_round", ge=0)
+        alpha: float = doc(1.0, "moving-average weight of the trimmed mean (option 2)", gt=0,
+                            le=1)
+        option_type: int = doc(2, "1: trimmed mean only; 2: moving average with alpha",
+                               choices=(1, 2))
 
     @classmethod
     def validate(cls, params: "SLSGDDefense.Params", federation: Federation) -> None:
         n = federation.client_num_per_round
-        if params.trim_param_b < 0 or 2 * params.trim_param_b >= n:
+        if 2 * params.trim_param_b >= n:
             raise ValueError(f"trim_param_b={params.trim_param_b} is out of range: SLSGD needs "
                              f"0 <= 2b < client_num_per_round={n}")
-        if not (0 < params.alpha <= 1):
-            raise ValueError(f"alpha={params.alpha!r} must be in (0, 1]")
-        if params.option_type not in (1, 2):
-            raise ValueError(f"option_type={params.option_type!r} is not valid; valid: 1, 2")
 
     def defend_on_aggregation(self, models: list[ClientModel], global_model: StateDict,
                               ctx: RoundContext) -> StateDict:
