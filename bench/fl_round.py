@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                  "flower": flower_section, "fedml": fedml_section}
     results = {name: functions[name](args) for name in chosen}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    from fedsec.build import build_info
+    from fedsec import build_info
 
     args.out.write_text(json.dumps({"torch": torch.__version__,
                                     "cpu_isa": build_info()["cpu_isa"],

@@ -1,6 +1,6 @@
 // fedsec._core: the native primitives, on raw buffer addresses.
 //
-// The Python layer (fedsec/backends/native.py) owns the arrays and passes their addresses; here
+// The Python layer (fedsec/aggregation/backends/native.py) owns the arrays and passes their addresses; here
 // every size, code and pointer is checked before the backend runs, so bad arguments raise
 // ValueError instead of crashing. device = -1 selects the CPU (run without the GIL), device >= 0
 // the CUDA kernels on the stream given (a cudaStream_t as an integer, 0 = default stream).

@@ -31,13 +31,9 @@ __version__ = "0.1.0"
 
 # The public names, imported on first use (PEP 562): `fedsec --help` and other commands that do
 # not aggregate start without importing torch (about 3 s here).
-_EXPORTS = {
-    "mean": "aggregators", "median": "aggregators", "trimmed_mean": "aggregators",
-    "krum_scores": "aggregators", "krum": "aggregators", "geometric_median": "aggregators",
-    "bulyan": "aggregators", "centered_clip": "aggregators", "AggregationInfo": "info",
-    "NonFiniteUpdateError": "errors", "CudaUnavailableError": "errors", "build_info": "build",
-    "set_num_threads": "build", "set_cpu_isa": "build",
-}
+_EXPORTS = ("mean", "median", "trimmed_mean", "krum_scores", "krum", "geometric_median",
+            "bulyan", "centered_clip", "AggregationInfo", "NonFiniteUpdateError",
+            "CudaUnavailableError", "build_info", "set_num_threads", "set_cpu_isa")
 
 __all__ = [*_EXPORTS, "__version__"]
 
@@ -46,11 +42,10 @@ def __getattr__(name: str):
     from importlib import import_module
     from importlib.util import find_spec
 
-    module = _EXPORTS.get(name)
-    if module is not None:
-        value = getattr(import_module(f".{module}", __name__), name)
+    if name in _EXPORTS:
+        value = getattr(import_module(".aggregation", __name__), name)
     elif not name.startswith("_") and find_spec(f"{__name__}.{name}") is not None:
-        value = import_module(f".{name}", __name__)  # a submodule, e.g. fedsec.reference
+        value = import_module(f".{name}", __name__)  # a submodule, e.g. fedsec.security
     else:
         raise AttributeError(f"module 'fedsec' has no attribute {name!r}")
     globals()[name] = value
@@ -62,8 +57,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .aggregators import (bulyan, centered_clip, geometric_median, krum, krum_scores, mean,
-                              median, trimmed_mean)
-    from .build import build_info, set_cpu_isa, set_num_threads
-    from .errors import CudaUnavailableError, NonFiniteUpdateError
-    from .info import AggregationInfo
+    from .aggregation import (AggregationInfo, CudaUnavailableError, NonFiniteUpdateError,
+                              build_info, bulyan, centered_clip, geometric_median, krum,
+                              krum_scores, mean, median, set_cpu_isa, set_num_threads,
+                              trimmed_mean)

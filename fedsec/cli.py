@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .build import build_info
+    from .aggregation.backends.build import build_info
 
     info = build_info()
     if args.json:
@@ -45,7 +45,7 @@ def _plain_cuda_status(status: str) -> str:
 
 
 def _selftest(args: argparse.Namespace) -> int:
-    from .selftest import run_selftest
+    from .aggregation.selftest import run_selftest
 
     return 0 if run_selftest(quick=args.quick) else 1
 

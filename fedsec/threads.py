@@ -126,7 +126,7 @@ def apply(flops_per_sample: float | None = None) -> dict[str, int]:
     with that forward cost; None: aggregation only); returns what was set."""
     import torch
 
-    from .backends import native
+    from .aggregation.backends import native
 
     budget = thread_budget()
     intra = budget if flops_per_sample is None else training_threads(flops_per_sample)

@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fedsec  # noqa: E402
-from fedsec import reference as ref  # noqa: E402
+from fedsec.aggregation import reference as ref  # noqa: E402
 
 # --- backends -------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import fedsec.cli as cli
-import fedsec.selftest as selftest
+import fedsec.aggregation.selftest as selftest
 from fedsec.cli import main
 from fedsec.fl import RunDir, load_config, run_experiment
 from fedsec.fl.config import ConfigError
@@ -177,7 +177,7 @@ def test_selftest_ends_with_a_verdict():
 
 
 def test_selftest_failure_names_the_failing_checks(monkeypatch):
-    wrong = selftest.Rule("mean (reference off by 1)", lambda u, b: selftest.aggregators.mean(
+    wrong = selftest.Rule("mean (reference off by 1)", lambda u, b: selftest.rules.mean(
         u, backend=b), lambda x: selftest.reference.mean(x) + 1.0)
     monkeypatch.setattr(selftest, "_rules", lambda: [wrong])
     out = io.StringIO()
@@ -194,9 +194,9 @@ def test_selftest_failure_names_the_failing_checks(monkeypatch):
      "no CUDA driver"),
 ])
 def test_info_says_why_no_gpu_in_plain_words(monkeypatch, capsys, status, plain):
-    import fedsec.build
+    import fedsec.aggregation.backends.build
 
-    monkeypatch.setattr(fedsec.build, "build_info", lambda: {
+    monkeypatch.setattr(fedsec.aggregation.backends.build, "build_info", lambda: {
         "version": "0", "native": True, "native_error": None, "cuda_built": True,
         "cuda_devices": 0, "cuda_status": status, "cpu_isa": "avx2",
         "cpu_isas": ["avx2", "baseline"], "num_threads": 2})

@@ -11,7 +11,7 @@ import torch
 import fedsec
 from conftest import (RULE_CASE_IDS, as_numpy64, quantised_cloud, rule_case, seed_of,
                       to_float64, to_form)
-from fedsec import reference as ref
+from fedsec.aggregation import reference as ref
 
 N, D = 9, 1001
 COMBINING = {"mean", "krum", "multi_krum", "geometric_median", "centered_clip"}

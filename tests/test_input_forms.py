@@ -17,7 +17,7 @@ import fedsec
 from conftest import (BACKEND_IDS, BUFFER_KEY, NUMPY_DTYPES, RULE_CASE_IDS, TORCH_DTYPES, as_numpy64,
                       buffer_value, call_rule, combine_atol, quantised_cloud, rule_case, seed_of, to_float64,
                       to_form)
-from fedsec import reference as ref
+from fedsec.aggregation import reference as ref
 
 N, D = 9, 1001
 TORCH_FORMS = ("tensor", "tensor-list", "state_dict")

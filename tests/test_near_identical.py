@@ -14,7 +14,7 @@ import pytest
 import fedsec
 from conftest import (as_numpy64, bulyan_near_tie_alternative, client_scales, combine_atol, rounded,
                       to_float64, to_form)
-from fedsec import reference as ref
+from fedsec.aggregation import reference as ref
 
 D_MODEL = 100_000
 SPREAD = 1e-3

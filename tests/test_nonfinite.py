@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fedsec
-from fedsec import reference as ref
+from fedsec.aggregation import reference as ref
 from conftest import (RULE_CASE_IDS, as_numpy64, combine_atol, names, quantised_cloud, rule_case, seed_of,
                       to_float64, to_form)
 

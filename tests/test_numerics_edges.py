@@ -23,7 +23,7 @@ import torch
 import fedsec
 from conftest import (TORCH_DTYPES, combine_atol, continuous_cloud, distance_atol, eps, names,
                       quantised_cloud, rounded, seed_of)
-from fedsec import reference as ref
+from fedsec.aggregation import reference as ref
 
 DTYPES = tuple(TORCH_DTYPES)
 # Power-of-two magnitudes 2^e that keep quantised_cloud's values (k / 16, |k| <= 63) normal

@@ -21,7 +21,7 @@ import torch
 import fedsec
 from conftest import (TORCH_DTYPES, acc_eps, cached_distances, combine_atol, continuous_cloud,
                       distance_atol, eps, quantised_cloud, seed_of)
-from fedsec import reference as ref
+from fedsec.aggregation import reference as ref
 
 NS = (1, 2, 3, 5, 17, 64)
 DS = (1, 7, 1000, 65537)

@@ -9,7 +9,7 @@
 // Two precisions. Exact: Y and the products in float64. Fast (the default for 16- and 32-bit
 // inputs): Y and the products in float32, twice the SIMD width; each lane sums at most
 // kFastRun products before the tile's sums go to float64, which bounds the error of every
-// entry by gram_fast_error() * ||y_i|| ||y_j|| (see fedsec/context.py for how that bound is
+// entry by gram_fast_error() * ||y_i|| ||y_j|| (see fedsec/aggregation/context.py for how that bound is
 // checked and the exact path used when it is not good enough).
 
 #include <algorithm>
@@ -150,7 +150,7 @@ void gram(const void* const* rows, int64_t n, const void* ref, int64_t begin, in
 double gram_fast_error() {
   // Per entry: rounding of y (2u), kFastRun-term lane sums (kFastRun u), the pairwise
   // horizontal sum (log2(lanes) u), and the product itself (u), u = 2^-24. Products that
-  // underflow add an absolute error instead (see fedsec/backends/native.py).
+  // underflow add an absolute error instead (see fedsec/aggregation/backends/native.py).
   int log2_lanes = 0;
   while ((1 << log2_lanes) < Simd<float>::kLanes) ++log2_lanes;
   return double(kFastRun + log2_lanes + 3) * 0x1p-24;

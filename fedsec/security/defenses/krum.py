@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 import fedsec
-from fedsec.solvers import lowest
+from fedsec.aggregation.solvers import lowest
 
 from ..base import keep_models, ClientModel, Defense, Federation, RoundContext, Stage, StateDict
 from ..registry import register_defense

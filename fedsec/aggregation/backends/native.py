@@ -6,10 +6,10 @@ import os
 import numpy as np
 import torch
 
-from .. import threads
+from ... import threads
 
 try:
-    from .. import _core
+    from ... import _core
     IMPORT_ERROR: str | None = None
 except ImportError as exc:  # a source checkout without a build: the torch backend still works
     _core = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numbers
 from importlib.metadata import PackageNotFoundError, version
 
-from .backends import native
+from . import native
 
 
 def build_info() -> dict:

@@ -1,6 +1,6 @@
 """Every aggregator on every backend this machine can run, against the float64 references.
 
-`fedsec selftest` (or `python -m fedsec.selftest`) prints one row per rule and backend with the
+`fedsec selftest` (or `python -m fedsec.aggregation.selftest`) prints one row per rule and backend with the
 worst error over seeded random inputs, as a multiple of its tolerance, and exits non-zero when
 any is above 1. GPU users should run it once: it is the check that the CUDA kernels agree with
 the references on their device.
@@ -15,8 +15,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import aggregators, reference
-from .build import build_info
+from . import reference, rules
+from .backends.build import build_info
 
 # (n, d) shapes: edge cases and a size that spans several SIMD blocks and threads.
 SHAPES = [(1, 7), (2, 1), (3, 1000), (5, 7), (17, 1000), (64, 65537)]
@@ -39,24 +39,24 @@ class Rule:
 
 def _rules() -> list[Rule]:
     return [
-        Rule("mean", lambda u, b: aggregators.mean(u, backend=b), reference.mean),
-        Rule("median", lambda u, b: aggregators.median(u, backend=b), reference.median),
-        Rule("trimmed_mean(0.2)", lambda u, b: aggregators.trimmed_mean(u, 0.2, backend=b),
+        Rule("mean", lambda u, b: rules.mean(u, backend=b), reference.mean),
+        Rule("median", lambda u, b: rules.median(u, backend=b), reference.median),
+        Rule("trimmed_mean(0.2)", lambda u, b: rules.trimmed_mean(u, 0.2, backend=b),
              lambda x: reference.trimmed_mean(x, 0.2)),
-        Rule("krum(f=1)", lambda u, b: aggregators.krum(u, 1, backend=b),
+        Rule("krum(f=1)", lambda u, b: rules.krum(u, 1, backend=b),
              lambda x: reference.krum(x, 1), min_n=5),
-        Rule("multi-krum(f=1, m=n-1)", lambda u, b: aggregators.krum(u, 1, m=u.shape[0] - 1, backend=b),
+        Rule("multi-krum(f=1, m=n-1)", lambda u, b: rules.krum(u, 1, m=u.shape[0] - 1, backend=b),
              lambda x: reference.krum(x, 1, m=x.shape[0] - 1), min_n=5),
         # At most 20 iterations, stopping only when the coefficients stop changing. Near
         # the minimum the objective is flat to rounding while the iterate still moves by about
         # sqrt(float64 eps) of the scale, hence the conditioning term.
         Rule("geometric_median(20 iters)",
-             lambda u, b: aggregators.geometric_median(u, tol=0.0, max_iter=20, backend=b),
+             lambda u, b: rules.geometric_median(u, tol=0.0, max_iter=20, backend=b),
              lambda x: reference.geometric_median(x, tol=0.0, max_iter=20), conditioning=1e-7),
-        Rule("bulyan(f=1)", lambda u, b: aggregators.bulyan(u, 1, backend=b),
+        Rule("bulyan(f=1)", lambda u, b: rules.bulyan(u, 1, backend=b),
              lambda x: reference.bulyan(x, 1), min_n=7),
         Rule("centered_clip(tau=1, 3 iters)",
-             lambda u, b: aggregators.centered_clip(u, 1.0, iters=3, backend=b),
+             lambda u, b: rules.centered_clip(u, 1.0, iters=3, backend=b),
              lambda x: reference.centered_clip(x, 1.0, iters=3)),
     ]
 

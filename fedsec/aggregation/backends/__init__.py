@@ -1,4 +1,4 @@
-"""Backends implement the three streaming primitives; the rules in fedsec.aggregators are
+"""Backends implement the three streaming primitives; the rules in fedsec.aggregation.rules are
 written once on top of them.
 
 - ``gram(rows, ref, acc, fast, scale=1.0)``: acc += Y Y^T into float64 with Y = scale (X - r)

@@ -1,0 +1,39 @@
+"""What the rules share: the ``weights=`` argument checked and normalised over the clients a
+rule uses, and the ``return_info=`` switch."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..context import AggregationContext
+
+
+def weights_of(weights: Sequence[float] | None, n: int) -> np.ndarray | None:
+    if weights is None:
+        return None
+    w = np.asarray(weights.cpu() if hasattr(weights, "cpu") else weights, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"weights must be 1-D with one entry per client (n={n}); "
+                         f"got shape {w.shape}")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError(f"weights must be finite and >= 0; got {w.tolist()}")
+    return w
+
+
+def normalised(ctx: AggregationContext, w: np.ndarray | None, clients: list[int]) -> np.ndarray:
+    """The weights of ``clients`` scaled to sum to 1 (uniform when no weights were given)."""
+    if w is None:
+        return np.full(len(clients), 1.0 / len(clients))
+    sub = w[clients]
+    with np.errstate(over="ignore"):
+        total = sub.sum()
+    if np.isinf(total):  # finite weights whose sum overflows: the same proportions, smaller
+        sub = sub / sub.max()
+        total = sub.sum()
+    ctx.require(total > 0, f"a positive total weight over the clients it uses {clients}; got 0")
+    return sub / total
+
+
+def result(value_and_info: tuple, return_info: bool):
+    return value_and_info if return_info else value_and_info[0]
