@@ -23,11 +23,22 @@ namespace {
 
 std::string str(int64_t v) { return std::to_string(v); }
 
-DType to_dtype(int code) {
-  if (code < 0 || code > 3)
-    throw py::value_error("dtype code must be 0 (float32), 1 (float64), 2 (float16) or "
-                          "3 (bfloat16); got " + std::to_string(code));
-  return static_cast<DType>(code);
+// pybind11 builds an enum from any integer (DType(7)); the kernels' switches must only meet
+// declared values.
+DType checked(DType dt) {
+  switch (dt) {
+    case DType::f32: case DType::f64: case DType::f16: case DType::bf16: return dt;
+  }
+  throw py::value_error("dtype must be a DType (float32, float64, float16 or bfloat16); got " +
+                        std::to_string(static_cast<int>(dt)));
+}
+
+SelectOp checked(SelectOp op) {
+  switch (op) {
+    case SelectOp::median: case SelectOp::trimmed_mean: case SelectOp::closest_median: return op;
+  }
+  throw py::value_error("op must be a SelectOp (MEDIAN, TRIMMED_MEAN or CLOSEST_MEDIAN); got " +
+                        std::to_string(static_cast<int>(op)));
 }
 
 std::vector<const void*> to_rows(const std::vector<uintptr_t>& rows) {
@@ -54,10 +65,10 @@ void check_common(int64_t d, uintptr_t out, const char* out_name, int device) {
 template <typename T>
 T* ptr(uintptr_t p) { return reinterpret_cast<T*>(p); }
 
-void gram(const std::vector<uintptr_t>& rows, uintptr_t ref, int64_t d, int dtype, bool fast,
+void gram(const std::vector<uintptr_t>& rows, uintptr_t ref, int64_t d, DType dtype, bool fast,
           double scale, uintptr_t G, int device, uintptr_t stream) {
   const auto r = to_rows(rows);
-  const DType dt = to_dtype(dtype);
+  const DType dt = checked(dtype);
   check_common(d, G, "G", device);
   int exponent = 0;
   if (!(scale > 0) || std::frexp(scale, &exponent) != 0.5)
@@ -76,10 +87,10 @@ void gram(const std::vector<uintptr_t>& rows, uintptr_t ref, int64_t d, int dtyp
 }
 
 void combine(const std::vector<uintptr_t>& rows, const std::vector<double>& coeffs, uintptr_t ref,
-             double ref_coeff, int64_t d, int dtype, uintptr_t out, uintptr_t nonfinite,
+             double ref_coeff, int64_t d, DType dtype, uintptr_t out, uintptr_t nonfinite,
              int device, uintptr_t stream) {
   const auto r = to_rows(rows);
-  const DType dt = to_dtype(dtype);
+  const DType dt = checked(dtype);
   check_common(d, out, "out", device);
   if (coeffs.size() != r.size())
     throw py::value_error("need one coefficient per row: " + str(r.size()) + " rows, " +
@@ -95,17 +106,14 @@ void combine(const std::vector<uintptr_t>& rows, const std::vector<double>& coef
   }
 }
 
-void coordinate_select(const std::vector<uintptr_t>& rows, int64_t d, int dtype, int op,
+void coordinate_select(const std::vector<uintptr_t>& rows, int64_t d, DType dtype, SelectOp op,
                        int64_t k, uintptr_t out, uintptr_t nonfinite, int device,
                        uintptr_t stream) {
   const auto r = to_rows(rows);
-  const DType dt = to_dtype(dtype);
+  const DType dt = checked(dtype);
   check_common(d, out, "out", device);
   const int64_t n = static_cast<int64_t>(r.size());
-  if (op < 0 || op > 2)
-    throw py::value_error("op must be 0 (median), 1 (trimmed_mean) or 2 (closest_median); got " +
-                          std::to_string(op));
-  const auto sop = static_cast<SelectOp>(op);
+  const SelectOp sop = checked(op);
   if (sop == SelectOp::trimmed_mean && (k < 0 || 2 * k >= n))
     throw py::value_error("trimmed_mean needs 0 <= k and 2k < n; got k=" + str(k) +
                           ", n=" + str(n));
@@ -125,6 +133,16 @@ void coordinate_select(const std::vector<uintptr_t>& rows, int64_t d, int dtype,
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fedsec native core: streaming Gram, weighted combination and coordinate selection";
+  // The one definition of the codes the Python layer passes (fedsec/aggregation/backends).
+  py::enum_<DType>(m, "DType", "Element types of the client buffers.")
+      .value("float32", DType::f32)
+      .value("float64", DType::f64)
+      .value("float16", DType::f16)
+      .value("bfloat16", DType::bf16);
+  py::enum_<SelectOp>(m, "SelectOp", "Per-coordinate reductions of coordinate_select.")
+      .value("MEDIAN", SelectOp::median)
+      .value("TRIMMED_MEAN", SelectOp::trimmed_mean, "k values dropped at each end")
+      .value("CLOSEST_MEDIAN", SelectOp::closest_median, "mean of the k values closest to the median");
   m.def("gram", &gram, py::arg("rows"), py::arg("ref"), py::arg("d"), py::arg("dtype"),
         py::arg("fast"), py::arg("scale"), py::arg("G"), py::arg("device") = -1,
         py::arg("stream") = 0,
@@ -145,10 +163,9 @@ PYBIND11_MODULE(_core, m) {
         py::arg("last"), "Comparators of the pruned sorting network (for tests).");
   m.def(
       "select_network",
-      [](int64_t n, int op, int64_t k) {
-        if (n < 1 || op < 0 || op > 2)
-          throw py::value_error("select_network needs n >= 1 and op in 0..2");
-        return fedsec::select_network(n, static_cast<SelectOp>(op), k);
+      [](int64_t n, SelectOp op, int64_t k) {
+        if (n < 1) throw py::value_error("select_network needs n >= 1; got " + str(n));
+        return fedsec::select_network(n, checked(op), k);
       },
       py::arg("n"), py::arg("op"), py::arg("k"),
       "Comparators coordinate_select runs for op (for tests).");

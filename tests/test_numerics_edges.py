@@ -235,7 +235,7 @@ def test_medoid_ties_in_one_dimension(seed, dtype, backend):
 def test_medoid_tie_rule_on_exact_sums():
     """The rule itself, on distances taken as exact (solvers.medoid and the reference): sums
     4 + 2e-6 and 4 tie (5e-7 relative), 4 + 8e-6 and 4 do not (2e-6)."""
-    from fedsec import solvers
+    from fedsec.aggregation import solvers
 
     def rows_summing_to(sums):
         # Each row's two off-diagonal square roots are half its sum (the rule reads row sums).

@@ -56,7 +56,7 @@ def test_trimmed_mean_network_keeps_the_middle(n, k):
     """The middle positions must hold exactly the kept values, in any order (the network is the
     smaller of two valid prunings: the k smallest and largest in place, or the middle sorted)."""
     inputs = _binary_inputs(n)
-    net = _core.select_network(n, 1, k)
+    net = _core.select_network(n, _core.SelectOp.TRIMMED_MEAN, k)
     got, want = _apply(net, inputs), np.sort(inputs, axis=1)
     assert np.array_equal(np.sort(got[:, k:n - k], axis=1), want[:, k:n - k])
     assert len(net) <= len(_core.sorting_network(n, k, n - k)) if k else net == []
@@ -66,5 +66,18 @@ def test_trimmed_mean_network_keeps_the_middle(n, k):
 
 def test_median_network_sorts_the_middle():
     inputs = _binary_inputs(11)
-    got = _apply(_core.select_network(11, 0, 0), inputs)
+    got = _apply(_core.select_network(11, _core.SelectOp.MEDIAN, 0), inputs)
     assert np.array_equal(got[:, 5], np.sort(inputs, axis=1)[:, 5])
+
+
+def test_the_python_layer_names_the_extensions_codes():
+    """The codes live in the extension (csrc/bindings.cpp); Python only names them."""
+    from fedsec.aggregation.backends import SelectOp
+    from fedsec.aggregation.backends.native import dtype_name
+    from fedsec.aggregation.updates import FLOAT_NUMPY_DTYPES, FLOAT_TORCH_DTYPES
+
+    assert [op.name for op in SelectOp] == list(_core.SelectOp.__members__)
+    accepted = {dtype_name(dt) for dt in (*FLOAT_TORCH_DTYPES, *FLOAT_NUMPY_DTYPES)}
+    assert accepted == set(_core.DType.__members__)
+    with pytest.raises(ValueError, match="dtype must be a DType"):
+        _core.combine([1], [1.0], 0, 0.0, 1, _core.DType(7), 1)

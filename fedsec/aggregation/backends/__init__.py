@@ -21,10 +21,14 @@ import torch
 from ..errors import CudaUnavailableError
 
 
-class SelectOp(enum.IntEnum):
-    MEDIAN = 0
-    TRIMMED_MEAN = 1  # k = values dropped at each end
-    CLOSEST_MEDIAN = 2  # k = values kept, those closest to the median
+class SelectOp(enum.Enum):
+    """The reductions of ``select``, by the names of the extension's ``_core.SelectOp`` (which
+    holds their codes; the native backend passes that member). Defined here too because the
+    torch backend needs them where the extension does not import."""
+
+    MEDIAN = enum.auto()
+    TRIMMED_MEAN = enum.auto()  # k = values dropped at each end
+    CLOSEST_MEDIAN = enum.auto()  # k = values kept, those closest to the median
 
 
 BACKEND_CHOICES = ("auto", "native", "torch")

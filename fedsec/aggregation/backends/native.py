@@ -49,10 +49,10 @@ def set_num_threads(count: int) -> None:
     _core.set_num_threads(count)  # ValueError below 1
     _threads_chosen = True
 
-_DTYPE_CODES = {
-    torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3,
-    np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.float16): 2,
-}
+def dtype_name(dtype) -> str:
+    """"float32", "float64", ... for a torch or numpy dtype: the member of the extension's
+    DType enum (csrc/bindings.cpp defines the codes, once)."""
+    return dtype.name if isinstance(dtype, np.dtype) else str(dtype).removeprefix("torch.")
 
 
 def unavailable_reason(device: torch.device) -> str | None:
@@ -76,8 +76,8 @@ def _address(x) -> int:
     return x.__array_interface__["data"][0]
 
 
-def _dtype_code(x) -> int:
-    return _DTYPE_CODES[x.dtype]
+def _dtype(x):
+    return _core.DType.__members__[dtype_name(x.dtype)]
 
 
 class NativeBackend:
@@ -116,25 +116,26 @@ class NativeBackend:
         """Bound (e, a) of a pass's Gram entries: |error of G_ij| <= e ||y_i|| ||y_j|| + a.
         Without a float32 pass for ``dtype`` (CUDA, float64), fast=True gives the exact bound."""
         exact = exact_gram_error(dtype, d)
-        code = _DTYPE_CODES[dtype]
-        if self.cuda or not fast or code == 1:
+        name = dtype_name(dtype)
+        if self.cuda or not fast or name == "float64":
             return exact
         # A float32 product that underflows errs by up to 2^-150 absolute, not relative; the
         # differences of float16 values are >= 2^-24, their products cannot underflow.
-        return _core.gram_fast_error() + exact[0], (d * 2.0**-149 if code != 2 else 0.0)
+        return _core.gram_fast_error() + exact[0], (d * 2.0**-149 if name != "float16" else 0.0)
 
     def gram(self, rows, ref, acc, fast: bool, scale: float = 1.0) -> None:
         self._launch(_core.gram, [_address(r) for r in rows], _address(ref) if ref is not None else 0,
-                     _numel(rows[0]), _dtype_code(rows[0]), bool(fast), float(scale), _address(acc))
+                     _numel(rows[0]), _dtype(rows[0]), bool(fast), float(scale), _address(acc))
 
     def combine(self, rows, coeffs, ref, ref_coeff, out, flags) -> None:
         self._launch(_core.combine, [_address(r) for r in rows], [float(c) for c in coeffs],
                      _address(ref) if ref is not None else 0, float(ref_coeff), _numel(rows[0]),
-                     _dtype_code(rows[0]), _address(out), _address(flags))
+                     _dtype(rows[0]), _address(out), _address(flags))
 
     def select(self, rows, op, k, out, flags) -> None:
         self._launch(_core.coordinate_select, [_address(r) for r in rows], _numel(rows[0]),
-                     _dtype_code(rows[0]), int(op), int(k), _address(out), _address(flags))
+                     _dtype(rows[0]), _core.SelectOp.__members__[op.name], int(k), _address(out),
+                     _address(flags))
 
 
 def exact_gram_error(dtype, d: int) -> tuple[float, float]:
@@ -142,7 +143,7 @@ def exact_gram_error(dtype, d: int) -> tuple[float, float]:
     the sum of the products' magnitudes (<= ||y_i|| ||y_j|| by Cauchy-Schwarz), plus 2^-1074 for
     each product that underflows. Only float64 inputs' products can: the differences of
     narrower values are 0 or >= 2^-149."""
-    return (d + 1) * 2.0**-53, (d * 2.0**-1074 if _DTYPE_CODES[dtype] == 1 else 0.0)
+    return (d + 1) * 2.0**-53, (d * 2.0**-1074 if dtype_name(dtype) == "float64" else 0.0)
 
 
 def _numel(x) -> int:
