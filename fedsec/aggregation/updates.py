@@ -1,19 +1,26 @@
 """Client updates in any accepted form, seen as blocks of per-client buffers.
 
-A stacked ``[n, *shape]`` tensor or array, a list of n tensors or arrays, or a list of n
-state_dicts all become a list of :class:`Block` (one per parameter for state_dicts, one in all
-otherwise), each holding n views of the clients' buffers. Nothing is stacked or copied; the
-aggregators write one output buffer per block and :meth:`UpdateSet.assemble` puts the result
-back into the input's form.
+A stacked ``[n, *shape]`` tensor or array, a list of n tensors or arrays, a list of n
+state_dicts, or a list of n safetensors checkpoint paths all become a list of :class:`Block`
+(one per parameter for state_dicts and checkpoints, one in all otherwise), each holding n views
+of the clients' buffers. Nothing is stacked or copied; the aggregators write one output buffer
+per block and :meth:`UpdateSet.assemble` puts the result back into the input's form (a
+state_dict for checkpoints). A checkpoint's tensors are views of its memory-mapped file, made
+when a pass asks for them (fedsec.aggregation.safetensors_file), so the clients' models are
+never all in memory.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from .safetensors_file import SafetensorsFile
 
 FLOAT_TORCH_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 FLOAT_NUMPY_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16))
@@ -25,7 +32,7 @@ class Block:
     """One parameter (or the whole update) of every client: n same-shape contiguous buffers."""
 
     key: str | None
-    rows: list[Any]
+    rows: Sequence[Any]
     shape: tuple[int, ...]
 
     @property
@@ -36,7 +43,7 @@ class Block:
 @dataclass
 class UpdateSet:
     n: int
-    form: str  # "stacked", "list" or "state_dict"
+    form: str  # "stacked", "list" or "state_dict" (also for safetensors checkpoints)
     library: str  # "torch" or "numpy"
     dtype: Any
     device: torch.device
@@ -118,11 +125,15 @@ def from_any(updates: Any, what: str = "updates") -> UpdateSet:
         raise TypeError(f"{what}: got one state_dict; pass a list of the n clients' state_dicts")
     if not isinstance(updates, Sequence) or isinstance(updates, (str, bytes)):
         raise TypeError(
-            f"{what} must be a tensor/array [n, ...], a list of tensors/arrays or a list of "
-            f"state_dicts; got {_describe(updates)}"
+            f"{what} must be a tensor/array [n, ...], a list of tensors/arrays, a list of "
+            f"state_dicts or a list of safetensors file paths; got {_describe(updates)}"
         )
     if len(updates) == 0:
         raise ValueError(f"{what} is empty: need at least one client update")
+    if all(isinstance(u, (str, os.PathLike)) for u in updates):
+        return _from_safetensors([Path(u) for u in updates], what)
+    if any(isinstance(u, (str, os.PathLike)) for u in updates):
+        raise TypeError(f"{what} mixes safetensors file paths with other types")
     if all(isinstance(u, Mapping) for u in updates):
         return _from_state_dicts(list(updates), what)
     if any(isinstance(u, Mapping) for u in updates):
@@ -198,6 +209,53 @@ def _from_state_dicts(dicts: list[Mapping], what: str) -> UpdateSet:
     if not blocks:
         raise ValueError(f"{what}: the state_dicts hold no floating-point parameters")
     return UpdateSet(len(dicts), "state_dict", library, dtype, device, blocks, passthrough, keys)
+
+
+class _CheckpointRows(Sequence):
+    """The rows of one block of checkpoints: client c's tensor ``key``, viewed when a pass asks
+    for it (which releases the pages of the tensor that file served before)."""
+
+    def __init__(self, files: list[SafetensorsFile], key: str):
+        self.files, self.key = files, key
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, client: int) -> torch.Tensor:
+        return self.files[client].view(self.key)
+
+
+def _from_safetensors(paths: list[Path], what: str) -> UpdateSet:
+    """Checkpoints as state_dicts: the same tensor names in every file (client 0's order),
+    one block per floating tensor, the other entries read into memory as passthrough."""
+    files = [SafetensorsFile(p, f"{what}[{i}]") for i, p in enumerate(paths)]
+    keys = list(files[0].entries)
+    for f in files[1:]:
+        missing = [k for k in keys if k not in f.entries]
+        extra = [k for k in f.entries if k not in files[0].entries]
+        if missing or extra:
+            raise ValueError(f"{f.where} has different tensors from {files[0].where}: "
+                             f"missing {missing}, extra {extra}")
+    blocks, passthrough, dtype = [], {}, None
+    for key in keys:
+        first = files[0].entries[key]
+        for f in files[1:]:
+            entry = f.entries[key]
+            if entry.shape != first.shape or entry.dtype != first.dtype:
+                raise ValueError(f"{f.where}[{key!r}] is {entry.dtype} {list(entry.shape)} but "
+                                 f"{files[0].where} has {first.dtype} {list(first.shape)}")
+        if first.dtype not in FLOAT_TORCH_DTYPES or first.begin == first.end:
+            passthrough[key] = [f.copy(key) for f in files]
+            continue
+        dtype = dtype or first.dtype
+        if first.dtype != dtype:
+            raise TypeError(f"{files[0].where}[{key!r}] is {first.dtype}; every float entry "
+                            f"must be torch {dtype}")
+        blocks.append(Block(key, _CheckpointRows(files, key), first.shape))
+    if not blocks:
+        raise ValueError(f"{what}: the checkpoints hold no floating-point tensors")
+    return UpdateSet(len(files), "state_dict", "torch", dtype, torch.device("cpu"), blocks,
+                     passthrough, keys)
 
 
 def _check_same_layout(reference: UpdateSet, other: UpdateSet, name: str) -> None:
