@@ -24,6 +24,8 @@ NAMES = {
     "transformer": ("transformer", TEXT_80), "gpt": ("transformer", TEXT_80),
 }
 CANONICAL = sorted({canonical for canonical, _ in NAMES.values()})
+# Built from a config or a local directory: tested in tests/models/test_hf_models.py.
+HF_MODELS = ["hf_causal_lm", "hf_sequence_classifier"]
 TEXT_MODELS = ("bilstm", "transformer")
 
 
@@ -58,7 +60,7 @@ def parameter_count(model) -> int:
 # --- names, shapes and parameter counts -----------------------------------------------------------
 
 def test_models_lists_every_canonical_name_with_a_description():
-    assert sorted(MODELS) == CANONICAL
+    assert sorted(MODELS) == sorted(CANONICAL + HF_MODELS)
     assert all(isinstance(text, str) and text and "\n" not in text for text in MODELS.values())
 
 

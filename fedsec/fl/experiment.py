@@ -23,7 +23,7 @@ import torch
 
 from ..data import load_dataset, partition
 from ..data.subset import subset
-from ..models import build_model, model_task
+from ..models import build_model, model_task, prepare_data
 from ..security import Attacker, Defender, RoundContext, StateDict, aggregate_round, fedavg
 from .. import threads
 from .batched import ClientData, batching_obstacle, batching_pays, train_batched
@@ -59,7 +59,10 @@ class Experiment:
         data = load_dataset(c.data.dataset, c.data.data_cache_dir,
                             target="sequence" if self.task == "language_model" else "last",
                             sequence_length=c.data.sequence_length, seed=self.seed)
-        self.data = subset(data, c.data.train_size, c.data.test_size, self.seed)
+        # A model with a tokenizer of its own (hf_*) re-encodes the text it is given.
+        self.data = prepare_data(c.model.model, subset(data, c.data.train_size,
+                                                        c.data.test_size, self.seed),
+                                 c.model.options)
         parts = partition(self.data, t.client_num_in_total, c.data.partition_method,
                           alpha=c.data.partition_alpha, seed=self.seed)
         # Every client's rows in one pool, client after client: a client's data is a view of

@@ -19,7 +19,8 @@ from typing import Any
 
 from torch import nn
 
-from . import cnn, lenet, linear, lstm, resnet, transformer  # noqa: F401  (registrations)
+from . import cnn, hf, lenet, linear, lstm, resnet, transformer  # noqa: F401  (registrations)
+from ..data import Dataset
 from .registry import Task, build, families, family, register_model
 
 MODELS: dict[str, str] = {f.name: f.description for f in families()}
@@ -34,10 +35,18 @@ def build_model(name: str, *, input_shape: tuple[int, ...], num_classes: int,
     return build(name, input_shape, num_classes, options)
 
 
+def prepare_data(name: str, dataset: Dataset, options: dict[str, Any]) -> Dataset:
+    """``dataset`` as the model registered as ``name`` reads it, given its ``options``: models
+    with a tokenizer of their own (hf_causal_lm, hf_sequence_classifier) re-encode the text
+    (a family's ``prepare_data`` classmethod); every other model takes the dataset as it is."""
+    prepare = getattr(family(name).cls, "prepare_data", None)
+    return dataset if prepare is None else prepare(dataset, options)
+
+
 def model_task(name: str) -> Task:
     """``"classification"`` (logits [N, C], labels [N]) or ``"language_model"`` (logits
     [N, L, vocab], labels [N, L]) for the model registered as ``name`` (or an alias)."""
     return family(name).task
 
 
-__all__ = ["MODELS", "build_model", "model_task", "register_model"]
+__all__ = ["MODELS", "build_model", "model_task", "prepare_data", "register_model"]
