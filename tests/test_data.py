@@ -247,6 +247,23 @@ def write_mnist(folder: Path, gz: bool, train: int = 7, test: int = 3, seed: int
     return arrays
 
 
+def test_fashion_mnist_found_where_its_debian_package_installs_it(tmp_path, monkeypatch):
+    import dataclasses
+
+    from fedsec.data import catalog
+
+    entry = catalog._ENTRIES["fashion_mnist"]
+    package = tmp_path / "usr-share-datasets-fashion-mnist"
+    monkeypatch.setitem(catalog._ENTRIES, "fashion_mnist", dataclasses.replace(
+        entry, installed=(package, entry.installed[1])))
+    with pytest.raises(DataError, match=r"or install it \(apt install dataset-fashion-mnist, "
+                                        r"into .*usr-share-datasets-fashion-mnist\)"):
+        load_dataset("fashion_mnist")
+    arrays = write_mnist(package, gz=True)
+    assert load_dataset("fashion_mnist").train_y.tolist() == \
+        arrays["train-labels-idx1-ubyte"].tolist()
+
+
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
 @pytest.mark.parametrize("gz", [False, True])
 def test_idx_loader_decodes_what_was_written(tmp_path, name, gz):

@@ -200,3 +200,25 @@ def test_docs_list_every_claim_metric():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "experiments.md").read_text()
     listed = doc[doc.index("Metrics a claim can name"):]
     assert all(f"`{m}`" in listed for m in METRICS)
+
+
+def test_a_matrix_extends_another_on_a_stand_in(tmp_path):
+    """The same axes and claims; its own base and title; set merged by section, setting by row."""
+    parent = load_matrix(write_matrix(tmp_path, set={"train_args": {"batch_size": 8}}))
+    (tmp_path / "other_base.yaml").write_text(yaml.safe_dump(tiny(train_args={"comm_round": 3})))
+    child_path = tmp_path / "tiny_other.yaml"
+    child_path.write_text(yaml.safe_dump({
+        "title": "Tiny on another base", "extends": "tiny.yaml", "base": "other_base.yaml",
+        "set": {"train_args": {"epochs": 2}},
+        "setting": {"rounds": {"paper": 2, "here": 3, "why": "the other base runs 3"}}}))
+    child = load_matrix(child_path)
+    assert child.title == "Tiny on another base" and child.claims == parent.claims
+    assert [c.label for c in child.cells] == [c.label for c in parent.cells]
+    train = child.cells[0].raw["train_args"]
+    assert (train["comm_round"], train["batch_size"], train["epochs"]) == (3, 8, 2)
+    rows = {r.name: r for r in child.setting}
+    assert rows["rounds"].here == "3" and rows["clients"] == {r.name: r for r in parent.setting}["clients"]
+
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({"extends": "tiny_other.yaml"}))
+    with pytest.raises(ConfigError, match="extends it back"):
+        load_matrix(child_path)

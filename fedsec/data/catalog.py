@@ -20,6 +20,8 @@ class _Entry:
     # What data_dir must hold; None for the datasets shipped with fedsec.
     expects: str | None
     load: Callable[[LoadRequest], Dataset]
+    # Where a system package installs the files, used when no data_dir is given.
+    installed: tuple[Path, str] | None = None
 
 
 _ENTRIES: dict[str, _Entry] = {
@@ -29,8 +31,11 @@ _ENTRIES: dict[str, _Entry] = {
                                 "prediction, one group per speaking role", "text", None,
                                 load_shakespeare_plays),
     "mnist": _Entry("MNIST from its IDX files", "image", idx.EXPECTS, idx.load_idx_dataset),
-    "fashion_mnist": _Entry("Fashion-MNIST from its IDX files", "image", idx.EXPECTS,
-                            idx.load_idx_dataset),
+    "fashion_mnist": _Entry("Fashion-MNIST from its IDX files (found without data_dir where "
+                            "Debian's dataset-fashion-mnist package is installed)", "image",
+                            idx.EXPECTS, idx.load_idx_dataset,
+                            (Path("/usr/share/datasets/fashion-mnist"),
+                             "apt install dataset-fashion-mnist")),
     "cifar10": _Entry("CIFAR-10 from its python-version batches", "image", cifar.EXPECTS,
                       cifar.load_cifar10),
     "femnist": _Entry("LEAF FEMNIST (62 classes), one group per writer", "image", leaf.EXPECTS,
@@ -66,9 +71,13 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, target
         raise TypeError(f"seed={seed!r} must be an integer")
     folder = None
     if entry.expects is not None:
+        if data_dir is None and entry.installed is not None and entry.installed[0].is_dir():
+            data_dir = entry.installed[0]
         if data_dir is None:
+            package = (f", or install it ({entry.installed[1]}, into {entry.installed[0]})"
+                       if entry.installed else "")
             raise DataError(f"{name} is not shipped with fedsec: pass data_dir "
-                            f"(data_args.data_cache_dir in a config); expected "
+                            f"(data_args.data_cache_dir in a config){package}; expected "
                             f"{entry.expects}")
         if not isinstance(data_dir, (str, os.PathLike)):
             raise TypeError(f"data_dir={data_dir!r} must be a path (str or os.PathLike)")

@@ -6,6 +6,9 @@ title: "Exp3: defenses against random Byzantine clients"
 description: "..."                       # what the matrix reproduces (Markdown)
 base: ../default.yaml                    # an experiment config: a path (relative to this
                                          # file) or a shipped config's name
+extends: exp3_byzantine.yaml             # optional: another matrix whose keys this one
+                                         # fills in (set merged by section, setting by row,
+                                         # the rest replaced): the same claims on a stand-in
 set: {train_args: {comm_round: 20}}      # overrides on the base, by section
 seeds: 5                                 # default seeds per cell (fedsec matrix --seeds N)
 level: 0.95                              # confidence level of every claim's interval
@@ -63,7 +66,8 @@ METRICS = ("final_test_accuracy", "best_test_accuracy", "final_test_loss",
            "benign_excluded", "mean_aggregation_time_s", "total_round_time_s")
 OPERATORS = (">=", "<=", ">", "<", "~=")
 REPLACED_SECTIONS = ("attack_args", "defense_args")
-KEYS = ("title", "description", "base", "set", "seeds", "level", "setting", "axes", "claims")
+KEYS = ("title", "description", "extends", "base", "set", "seeds", "level", "setting", "axes",
+        "claims")
 CLAIM_KEYS = ("claim", "source", "quote", "expected", "metric", "left", "op", "right", "value",
               "margin", "level", "note")
 DEFAULT_LEVEL = 0.95
@@ -153,19 +157,12 @@ class MatrixConfig:
 
 def load_matrix(path: str | Path) -> MatrixConfig:
     path = resolve_config(str(path))
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = _read_matrix(path, ())
     where = str(path)
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"matrix config {where!r} must be a mapping")
-    unknown = [k for k in raw if k not in KEYS]
-    if unknown:
-        raise ConfigError(f"matrix config {where!r}: unknown key {unknown[0]!r}; valid: "
-                          f"{', '.join(KEYS)}")
     if "base" not in raw or "axes" not in raw:
         raise ConfigError(f"matrix config {where!r} needs 'base' (an experiment config) and "
                           f"'axes'")
-    base_path = _relative(path, raw["base"])
-    base = yaml.safe_load(base_path.read_text()) or {}
+    base = yaml.safe_load(Path(raw["base"]).read_text()) or {}
     base = merge(base, _mapping(where, "set", raw.get("set", {})))
     axes = _axes(where, raw["axes"])
     seeds = raw.get("seeds", 1)
@@ -191,6 +188,35 @@ def load_matrix(path: str | Path) -> MatrixConfig:
     return dataclasses.replace(matrix, claims=claims)
 
 
+def _read_matrix(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """The matrix's keys, those of the matrix it ``extends`` filled in (``set`` merged by
+    section, ``setting`` by row, every other key replaced), ``base`` as a resolved path."""
+    where = str(path)
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"matrix config {where!r} must be a mapping")
+    unknown = [k for k in raw if k not in KEYS]
+    if unknown:
+        raise ConfigError(f"matrix config {where!r}: unknown key {unknown[0]!r}; valid: "
+                          f"{', '.join(KEYS)}")
+    raw = dict(raw)
+    if "base" in raw:
+        raw["base"] = str(_relative(path, raw["base"]))
+    if "extends" not in raw:
+        return raw
+    parent_path = _relative(path, raw.pop("extends"), "extends")
+    if parent_path.resolve() in seen:
+        raise ConfigError(f"matrix config {where!r}: extends {str(parent_path)!r}, which "
+                          f"extends it back")
+    parent = _read_matrix(parent_path, (*seen, path.resolve()))
+    out = {**parent, **raw}
+    out["set"] = merge(_mapping(where, "set", parent.get("set", {})),
+                       _mapping(where, "set", raw.get("set", {})))
+    out["setting"] = {**_mapping(where, "setting", parent.get("setting", {})),
+                      **_mapping(where, "setting", raw.get("setting", {}))}
+    return out
+
+
 def merge(base: Mapping, update: Mapping) -> dict[str, Any]:
     """``base`` with ``update``'s sections merged key by key (attack_args / defense_args
     replaced whole)."""
@@ -203,9 +229,9 @@ def merge(base: Mapping, update: Mapping) -> dict[str, Any]:
     return out
 
 
-def _relative(path: Path, base: Any) -> Path:
+def _relative(path: Path, base: Any, key: str = "base") -> Path:
     if not isinstance(base, str):
-        raise ConfigError(f"matrix config {str(path)!r}: base must be a path or config name; "
+        raise ConfigError(f"matrix config {str(path)!r}: {key} must be a path or config name; "
                           f"got {base!r}")
     candidate = path.parent / base
     return candidate if candidate.is_file() else resolve_config(base)
