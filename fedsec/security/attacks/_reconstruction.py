@@ -1,0 +1,135 @@
+"""What the server-side data-reconstruction attacks share (DLG, inverting gradients, label
+leakage): the attacked client's update as the server sees it, reconstructions matched to the
+client's true batch and scored, and PNG images of them.
+
+- ``check_client_index``: ``attack_client_index`` against the clients of a round.
+- ``observe_client``: the global model rebuilt by ``ctx.model_factory``, its trainable weights
+  and the client's update w_global - w_local on each, with the client's sample count and its
+  true first batch (ground truth, for scoring only).
+- ``output_layer``: the update of the model's output layer, [classes, features].
+- ``match_images``: each true image paired with a distinct reconstruction (Hungarian).
+- ``psnr``, ``label_accuracy``: the scores.
+- ``displayable`` / ``save_image_grid``: images as PNG.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from ..base import ClientModel, Federation, RoundContext, StateDict, client_id
+
+
+@dataclass
+class ObservedClient:
+    """One client's update as the server sees it."""
+
+    client_id: int
+    sample_count: int
+    model: torch.nn.Module        # ctx.model_factory() holding the global weights, eval mode
+    names: list[str]              # the trainable parameters, in the model's order
+    weights: list[torch.Tensor]   # the model's own parameters (differentiable)
+    update: list[torch.Tensor]    # w_global - w_local per parameter, detached
+    truth: tuple[torch.Tensor, torch.Tensor] | None  # its first batch, only to score
+
+
+def check_client_index(index: int | None, federation: Federation) -> None:
+    if index is not None and index >= federation.client_num_per_round:
+        raise ValueError(f"attack_client_index={index} must be between 0 and "
+                         f"client_num_per_round - 1 = {federation.client_num_per_round - 1}")
+
+
+def observe_client(models: list[ClientModel], global_model: StateDict, ctx: RoundContext,
+                   index: int, attack: str) -> ObservedClient:
+    """The client at position ``index`` of the round, seen by the server."""
+    if ctx.model_factory is None:
+        raise ValueError(f"{attack} needs ctx.model_factory (the model the updates belong to)")
+    if index >= len(models):
+        raise ValueError(f"attack_client_index={index} but the round has {len(models)} "
+                         f"clients")
+    cid = client_id(ctx, index)
+    count, local = models[index]
+    model = ctx.model_factory()
+    model.load_state_dict(global_model)
+    model.eval()
+    trainable = [(k, w) for k, w in model.named_parameters() if w.requires_grad]
+    update = [(global_model[k] - local[k]).detach().to(w) for k, w in trainable]
+    return ObservedClient(cid, int(round(count)), model, [k for k, _ in trainable],
+                          [w for _, w in trainable], update,
+                          (ctx.client_batches or {}).get(cid))
+
+
+def output_layer(observed: ObservedClient) -> torch.Tensor:
+    """The update of the output layer's weight, [classes, features]: the model's last
+    trainable matrix (a Linear layer's weight, one row per class)."""
+    for name, u in zip(reversed(observed.names), reversed(observed.update)):
+        if u.dim() == 2:
+            return u
+    raise ValueError(f"the model has no trainable matrix to read labels from (parameters: "
+                     f"{observed.names})")
+
+
+def match_images(reconstruction: torch.Tensor, truth: torch.Tensor
+                 ) -> tuple[list[int], torch.Tensor]:
+    """Reconstructions are unordered: pair each true image i with a distinct reconstruction
+    ``order[i]`` so that the total squared error is least (the Hungarian algorithm, scipy's
+    ``linear_sum_assignment``; there may be more reconstructions than true images). Returns
+    ``order`` and the per-image MSE of the pairs, in float64."""
+    rec = reconstruction.detach().reshape(reconstruction.shape[0], -1).to(torch.float64).cpu()
+    true = truth.detach().reshape(truth.shape[0], -1).to(torch.float64).cpu()
+    if rec.shape[0] < true.shape[0]:
+        raise ValueError(f"{rec.shape[0]} reconstructions cannot be matched to "
+                         f"{true.shape[0]} true images")
+    errors = ((true[:, None, :] - rec[None, :, :]) ** 2).mean(-1)  # [true, reconstruction]
+    rows, cols = linear_sum_assignment(errors.numpy())
+    order = [int(c) for _, c in sorted(zip(rows, cols))]
+    return order, errors[torch.arange(true.shape[0]), torch.tensor(order)]
+
+
+def psnr(mse: torch.Tensor, peak: float) -> torch.Tensor:
+    """10 log10(peak^2 / MSE) per entry, +inf where the MSE is 0."""
+    return 10 * torch.log10(peak ** 2 / mse)
+
+
+def label_accuracy(predicted: list[int], true: list[int]) -> float:
+    """The fraction of the true labels that the predicted multiset contains (each prediction
+    counts once), as Wainakh et al. score label leakage."""
+    hits = Counter(predicted) & Counter(true)
+    return sum(hits.values()) / len(true)
+
+
+def displayable(image: torch.Tensor) -> np.ndarray:
+    """One input as a picture in [0, 1]: [C, H, W] with 3 or 4 channels as colour, one channel
+    (or a flat square vector) as grey."""
+    img = image.detach().cpu().float()
+    if img.dim() == 1:
+        side = math.isqrt(img.numel())
+        img = img.reshape(side, -1) if side * side == img.numel() else img[None]
+    elif img.dim() == 3:
+        img = img.permute(1, 2, 0) if img.shape[0] in (3, 4) else img[0]
+    img = (img - img.min()) / max(float(img.max() - img.min()), 1e-12)
+    return img.numpy()
+
+
+def save_image_grid(path: Path, rows: list[tuple[str, torch.Tensor]]) -> None:
+    """A PNG with one row of images per (title, batch) pair. Drawn on a matplotlib Figure
+    directly (no pyplot), so the caller's plotting backend is left alone."""
+    from matplotlib.figure import Figure
+
+    columns = max(len(batch) for _, batch in rows)
+    fig = Figure(figsize=(1.2 * columns, 1.4 * len(rows)))
+    axes = fig.subplots(len(rows), columns, squeeze=False)
+    for (title, batch), line in zip(rows, axes):
+        for j, ax in enumerate(line):
+            ax.set_axis_off()
+            if j < len(batch):
+                img = displayable(batch[j])
+                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+        line[0].set_title(title, loc="left", fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
