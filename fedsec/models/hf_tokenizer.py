@@ -8,12 +8,14 @@ every classifier input (BERT's [CLS] role: the pooler reads the first position).
 has the model's ``vocab_size`` entries at most; the 256 bytes are always in it, so no text is
 out of vocabulary.
 
-A language model's sample is one chunk of ``L + 1`` characters encoded, truncated to ``L + 1``
-tokens and right-padded: inputs its first ``L`` tokens, labels the chunk shifted by one, the
-padded positions labelled IGNORE_LABEL (not scored). A classifier's sample is its window
-encoded (with the tokenizer's special tokens), truncated and padded to ``L`` tokens; its label
-is kept. Byte-level BPE never makes more tokens than characters of ASCII text, so nothing is cut
-from the shipped corpora.
+A language model's sample is one chunk of ``L + 1`` characters encoded (at most ``L + 1``
+tokens) and right-padded to the longest encoded chunk of the dataset: inputs all its tokens but
+the last, labels the chunk shifted by one, the padded positions labelled IGNORE_LABEL (not
+scored). A classifier's sample is its window encoded (with the tokenizer's special tokens, at
+most ``L`` tokens) and padded the same way; its label is kept. Byte-level BPE never makes more
+tokens than characters of ASCII text, so nothing is cut from the shipped corpora, and English
+text takes about a token per four characters, so padding to the longest sample keeps the
+model's sequences short.
 """
 from __future__ import annotations
 
@@ -87,24 +89,28 @@ def retokenized(dataset: Dataset, tokenizer: Any, *, classification: bool,
     """``dataset`` (character windows of length L) with its samples re-encoded by
     ``tokenizer`` (module docstring); a language model's labels are then token ids, of
     ``vocab_size`` classes. ``described`` names the tokenizer in ``source``."""
-    length = dataset.input_shape[0]
+    limit = dataset.input_shape[0] + (0 if classification else 1)
+    encoded = {split: tokenizer(window_texts(dataset, split, classification=classification),
+                                truncation=True, max_length=limit)["input_ids"]
+               for split in ("train", "test")}
+    width = max(len(ids) for split in encoded.values() for ids in split)
     splits = {}
-    for split in ("train", "test"):
-        texts = window_texts(dataset, split, classification=classification)
-        width = length if classification else length + 1
-        encoded = tokenizer(texts, truncation=True, max_length=width, padding="max_length",
-                            return_tensors="np")
-        ids = np.asarray(encoded["input_ids"], dtype=np.int64)
+    for split, rows in encoded.items():
+        ids = np.full((len(rows), width), tokenizer.pad_token_id, dtype=np.int64)
+        padded = np.zeros((len(rows), width), dtype=bool)
+        for i, row in enumerate(rows):
+            ids[i, :len(row)] = row
+            padded[i, len(row):] = True
         if classification:
             splits[split] = (torch.from_numpy(ids), getattr(dataset, f"{split}_y"))
         else:
-            labels = ids[:, 1:].copy()
-            labels[np.asarray(encoded["attention_mask"])[:, 1:] == 0] = IGNORE_LABEL
+            labels = np.where(padded[:, 1:], IGNORE_LABEL, ids[:, 1:])
             splits[split] = (torch.from_numpy(np.ascontiguousarray(ids[:, :-1])),
                              torch.from_numpy(labels))
     (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
     return dataclasses.replace(
         dataset, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
         num_classes=dataset.num_classes if classification else vocab_size,
+        input_shape=tuple(train_x.shape[1:]),
         source=f"{dataset.source}; re-encoded by {described} (token ids of that tokenizer; "
                f"the vocabulary names the characters they were decoded from)")
