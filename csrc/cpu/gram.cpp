@@ -13,6 +13,7 @@
 // checked and the exact path used when it is not good enough).
 
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "cpu/kernels.h"
@@ -29,14 +30,46 @@ constexpr int kTileJ = 4;
 constexpr int kRowPad = 4;  // rows are padded with zeros to a multiple of both tile sides
 constexpr int64_t kFastRun = 64;  // vectors of float32 products one lane sums before float64
 
+// Lane j of one level of a transposed pairwise sum: lanes are in blocks of B, each block the
+// partial sums of one vector; the level halves the blocks, the low half of each new block from
+// `a`, the high half from `b` (indices into the concatenation a ++ b).
+constexpr int fold_index(int j, int lanes, int block, bool high) {
+  const int k = j / block, p = j % block, half = block / 2;
+  return (p < half ? k * block + p : lanes + k * block + p - half) + (high ? half : 0);
+}
+
+template <typename V, int L, int B, std::size_t... J>
+inline V fold(const V& a, const V& b, std::index_sequence<J...>) {
+  return __builtin_shufflevector(a, b, fold_index(J, L, B, false)...) +
+         __builtin_shufflevector(a, b, fold_index(J, L, B, true)...);
+}
+
+template <typename V, int L, int B>
+inline void fold_levels(V* v, int count) {
+  if constexpr (B > 1) {
+    for (int i = 0; i < count / 2; ++i)
+      v[i] = fold<V, L, B>(v[2 * i], v[2 * i + 1], std::make_index_sequence<L>{});
+    fold_levels<V, L, B / 2>(v, count / 2);
+  }
+}
+
+constexpr int bit_reversed(int j, int bits) {
+  int r = 0;
+  for (int b = 0; b < bits; ++b) r |= ((j >> b) & 1) << (bits - 1 - b);
+  return r;
+}
+
+// out[s] = the lane sum of v[s] for the `lanes` vectors v (overwritten), summed pairwise (lane
+// l + lane l + w for w = lanes/2 .. 1), so the float32 sum adds log2(lanes) roundings to the
+// bound, not lanes. The lanes of all the vectors are reduced together by shuffles into one
+// vector of sums (its lanes in bit-reversed order), instead of lane by lane through memory.
 template <typename P>
-inline P hsum(const typename Simd<P>::Vec& v) {
-  // Pairwise, so the float32 sum adds log2(lanes) roundings to the bound, not lanes.
-  P part[Simd<P>::kLanes];
-  std::memcpy(part, &v, sizeof(part));
-  for (int w = Simd<P>::kLanes / 2; w > 0; w /= 2)
-    for (int l = 0; l < w; ++l) part[l] += part[l + w];
-  return part[0];
+inline void hsum_lanes(typename Simd<P>::Vec* v, P* out) {
+  constexpr int L = Simd<P>::kLanes;
+  fold_levels<typename Simd<P>::Vec, L, L>(v, L);
+  int bits = 0;
+  while ((1 << bits) < L) ++bits;
+  for (int j = 0; j < L; ++j) out[bit_reversed(j, bits)] = v[0][j];
 }
 
 // Y[ti][*] . Y[tj][*] for one tile over `vecs` vectors of the chunk; adds the upper triangle.
@@ -54,11 +87,16 @@ inline void tile_products(const typename Simd<P>::Vec* Y, int64_t stride_vecs, i
     for (int ti = 0; ti < kTileI; ++ti)
       for (int tj = 0; tj < kTileJ; ++tj) acc[ti][tj] += a[ti] * b[tj];
   }
+  constexpr int kAcc = kTileI * kTileJ, kLanes = Simd<P>::kLanes;
+  static_assert(kAcc % kLanes == 0, "the tile's accumulators are summed lanes at a time");
+  P sums[kAcc];
+  V* flat = &acc[0][0];
+  for (int g = 0; g < kAcc; g += kLanes) hsum_lanes<P>(flat + g, sums + g);
   for (int ti = 0; ti < kTileI; ++ti) {
     const int64_t i = i0 + ti;
     for (int tj = 0; tj < kTileJ; ++tj) {
       const int64_t j = j0 + tj;
-      if (i < n && j < n && j >= i) G[i * n + j] += double(hsum<P>(acc[ti][tj]));
+      if (i < n && j < n && j >= i) G[i * n + j] += double(sums[ti * kTileJ + tj]);
     }
   }
 }
