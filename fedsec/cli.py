@@ -64,6 +64,8 @@ def _list(_: argparse.Namespace) -> int:
             stages = ", ".join(sorted(s.value for s in cls.stages))
             also = f" (also: {', '.join(aliases)})" if aliases else ""
             print(f"  {name}{also}  [{stages}]")
+            if getattr(cls, "knowledge", ""):
+                print(f"      knowledge: {cls.knowledge}")
             for f in dataclasses.fields(cls.Params):
                 default = f.default if f.default is not dataclasses.MISSING else (
                     f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..params import doc  # noqa: F401  (components declare their Params with it)
+from .schedule import AttackParams
 
 StateDict = dict[str, torch.Tensor]
 # A label that is not scored (torch's cross_entropy ignore_index), e.g. the positions of a
@@ -73,6 +74,10 @@ class RoundContext:
     batch it trained on (ground truth, used only to score a reconstruction). ``comm_round`` is
     the experiment's number of rounds and ``server_learning_rate`` the server's step on the
     averaged update (FedAvg: 1), for components whose parameters default to them.
+    ``aggregate(models, client_ids)`` returns what the server's defenses would aggregate from
+    a candidate list of local models, for attacks that search against the defense in use
+    (ALIE's and IPM's optimal variants); the pipeline sets it, and the round is unchanged by
+    its calls.
     """
 
     round_index: int
@@ -85,6 +90,7 @@ class RoundContext:
     client_batches: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
     comm_round: int | None = None
     server_learning_rate: float | None = None
+    aggregate: Callable[..., StateDict] | None = None
 
 
 def is_float(value: Any) -> bool:
@@ -138,7 +144,12 @@ class Component:
 
 
 class Attack(Component):
-    """Base class of attacks. Override the hooks of the stages in ``stages``."""
+    """Base class of attacks. Override the hooks of the stages in ``stages``. ``Params``
+    deriving from ``AttackWindow`` / ``AttackParams`` (fedsec.security.schedule) carries the
+    schedule keys, which the pipeline applies; ``knowledge`` says what the attacker sees."""
+
+    Params: ClassVar[type] = AttackParams
+    knowledge: ClassVar[str] = ""
 
     def is_malicious(self, client_id: int, ctx: RoundContext) -> bool:
         """Whether ``client_id`` is controlled by the attacker this round (data poisoning)."""

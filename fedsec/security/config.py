@@ -15,6 +15,7 @@ from typing import Any
 from ..params import parse_fields
 from .base import Attack, Component, Defense, Federation
 from .registry import resolve
+from .schedule import AttackWindow
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +73,8 @@ def parse_component(base: type, args: Mapping | None, federation: Federation
     values = {k: v for k, v in args.items() if k not in (f"enable_{kind}", f"{kind}_type")}
     params = parse_fields(cls.Params, values, section, unknown)
     try:
+        if isinstance(params, AttackWindow):
+            params.check_window()
         cls.validate(params, federation)
     except ValueError as exc:
         raise ValueError(_in_section(str(exc), section, cls.name, fields)) from None

@@ -1,14 +1,18 @@
 """The attacker and the defender of one experiment, and one round's aggregation through them.
 
 No singletons (FedML's are process-wide): an experiment owns its Attacker and Defender, so two
-experiments can run side by side in one process.
+experiments can run side by side in one process. The Attacker runs the attack's hooks only in
+the rounds of its schedule (``fedsec.security.schedule``), for every engine alike.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import time
 from typing import Callable
 
 from .base import Attack, ClientModel, Defense, RoundContext, Stage, StateDict
+from .schedule import AttackWindow
 
 
 class Attacker:
@@ -17,6 +21,11 @@ class Attacker:
 
     def _has(self, stage: Stage) -> bool:
         return self.attack is not None and stage in self.attack.stages
+
+    def attacks_in(self, ctx: RoundContext) -> bool:
+        """Whether the attack runs in this round (its schedule; always without one)."""
+        window = self.attack.params
+        return not isinstance(window, AttackWindow) or window.attacks_in(ctx.round_index)
 
     def is_attack_enabled(self) -> bool:
         return self.attack is not None
@@ -31,7 +40,8 @@ class Attacker:
         return self._has(Stage.DATA_RECONSTRUCTION)
 
     def is_malicious(self, client_id: int, ctx: RoundContext) -> bool:
-        return self.is_data_poisoning_attack() and self.attack.is_malicious(client_id, ctx)
+        return (self.is_data_poisoning_attack() and self.attacks_in(ctx)
+                and self.attack.is_malicious(client_id, ctx))
 
     def poison_data(self, features, labels, client_id: int, ctx: RoundContext):
         return self.attack.poison_data(features, labels, client_id, ctx)
@@ -41,11 +51,14 @@ class Attacker:
 
     def poison_model(self, models: list[ClientModel], global_model: StateDict,
                      ctx: RoundContext) -> list[ClientModel]:
+        if not self.attacks_in(ctx):
+            return models
         return self.attack.poison_model(models, global_model, ctx)
 
     def reconstruct_data(self, models: list[ClientModel], global_model: StateDict,
                          ctx: RoundContext) -> None:
-        self.attack.reconstruct_data(models, global_model, ctx)
+        if self.attacks_in(ctx):
+            self.attack.reconstruct_data(models, global_model, ctx)
 
 
 class Defender:
@@ -98,17 +111,44 @@ def aggregate_round(attacker: Attacker, defender: Defender, models: list[ClientM
     if attacker.is_data_reconstruction_attack():
         attacker.reconstruct_data(models, global_model, ctx)
     if attacker.is_model_poisoning_attack():
+        ctx.aggregate = trial_aggregation(defender, global_model, ctx, base_aggregation)
         models = attacker.poison_model(models, global_model, ctx)
+        ctx.aggregate = None
     start = time.perf_counter()
-    if defender.is_defense_before_aggregation():
-        models = defender.defend_before_aggregation(models, global_model, ctx)
-    if defender.is_defense_on_aggregation():
-        new_global = defender.defend_on_aggregation(models, global_model, ctx)
-    else:
-        new_global = base_aggregation(models, global_model, ctx)
+    new_global = _aggregate(defender, models, global_model, ctx, base_aggregation)
     if server_step is not None:
         new_global = server_step(global_model, new_global)
     if defender.is_defense_after_aggregation():
         new_global = defender.defend_after_aggregation(new_global, ctx)
     ctx.metrics["aggregation_time_s"] = time.perf_counter() - start
     return new_global
+
+
+def _aggregate(defender: Defender, models: list[ClientModel], global_model: StateDict,
+               ctx: RoundContext, base_aggregation: Aggregation) -> StateDict:
+    """The before-aggregation defenses, then the on-aggregation one or ``base_aggregation``."""
+    if defender.is_defense_before_aggregation():
+        models = defender.defend_before_aggregation(models, global_model, ctx)
+    if defender.is_defense_on_aggregation():
+        return defender.defend_on_aggregation(models, global_model, ctx)
+    return base_aggregation(models, global_model, ctx)
+
+
+def trial_aggregation(defender: Defender, global_model: StateDict, ctx: RoundContext,
+                      base_aggregation: Aggregation) -> Callable[..., StateDict]:
+    """``aggregate(models, client_ids)``: what the round's defenses would aggregate from a
+    candidate list of local models (``RoundContext.aggregate``). Each call runs on a copy of
+    the round (its own metrics, a copy of the rng) and restores the defense's state, so the
+    round's real aggregation is what it would have been without the calls."""
+
+    def aggregate(models: list[ClientModel], client_ids: list[int]) -> StateDict:
+        trial = dataclasses.replace(ctx, client_ids=list(client_ids), metrics={},
+                                    rng=copy.deepcopy(ctx.rng), aggregate=None)
+        saved = copy.deepcopy(defender.defense.state_dict()) if defender.defense else None
+        try:
+            return _aggregate(defender, models, global_model, trial, base_aggregation)
+        finally:
+            if saved is not None:
+                defender.defense.load_state_dict(saved)
+
+    return aggregate

@@ -2,11 +2,19 @@
 from .alie import AlieAttack
 from .byzantine import ByzantineAttack
 from .dlg import DlgAttack
+from .fang import FangAttack
+from .gaussian import GaussianAttack
+from .inf import InfAttack
 from .inverting_gradients import InvertingGradientsAttack
 from .ipm import IpmAttack
 from .label_flipping import LabelFlippingAttack
+from .mimic import MimicAttack
+from .min_max import MinMaxAttack, MinSumAttack
 from .model_replacement import ModelReplacementAttack
 from .revealing_labels import RevealingLabelsAttack
+from .sign_flipping import SignFlippingAttack
 
 __all__ = ["AlieAttack", "ByzantineAttack", "DlgAttack", "IpmAttack", "LabelFlippingAttack",
-           "ModelReplacementAttack", "InvertingGradientsAttack", "RevealingLabelsAttack"]
+           "ModelReplacementAttack", "InvertingGradientsAttack", "RevealingLabelsAttack",
+           "FangAttack", "GaussianAttack", "InfAttack", "MimicAttack", "MinMaxAttack",
+           "MinSumAttack", "SignFlippingAttack"]

@@ -8,8 +8,8 @@ from statistics import NormalDist
 
 from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
 from ..registry import register_attack
-from ._common import (benign_stats, check_count, choose_malicious, client_id, doc,
-                      replace_malicious, report_malicious)
+from ._common import (KnowledgeParams, LineSearchParams, benign_stats, check_count,
+                      defended_deviation, doc, line_search, replace_malicious, split_round)
 
 
 def alie_z_max(n: int, m: int) -> float:
@@ -29,30 +29,41 @@ class AlieAttack(Attack):
 
         w = mu - z * sigma,
 
-    mu and sigma the mean and population std (ddof 0) of the round's benign models (the
-    attacker is assumed to know them; computed in float64, unweighted), z = ``z`` or
-    z_max = Phi^-1((n - s) / n), s = floor(n / 2 + 1) - m, n the round's clients and m =
-    ``byzantine_client_num`` malicious ones drawn from ``ctx.rng``. (Shifting models or
-    updates is the same: mu and sigma are translation-equivariant.) Reports
-    ``ctx.metrics["malicious_clients"]`` and ``ctx.metrics["alie_z"]``.
+    mu and sigma the mean and population std (ddof 0) of the honest models the attackers see
+    (``attacker_knowledge``: the round's benign ones, or their own; float64, unweighted), z =
+    ``z`` or z_max = Phi^-1((n - s) / n), s = floor(n / 2 + 1) - m, n the round's clients and
+    m its malicious ones. (Shifting models or updates is the same: mu and sigma are
+    translation-equivariant.)
+
+    ``alie_optimal: true`` is ByzFL's ``Optimal_ALittleIsEnough``: z is found by ByzFL's line
+    search (``line_search``; ``optimal_*`` keys) maximising ||aggregate - mu||, the distance of
+    what the defense in use aggregates from the known models' mean (the pipeline hands the
+    attack the experiment's before- and on-aggregation defenses as ``ctx.aggregate``). With
+    no defense the aggregate is FedAvg's mean, whose distance grows with z without bound: the
+    search then takes every step it is given, z = start + delta (2^(evals - 1) - 1). (ByzFL
+    writes mu + tau sigma; the search here runs on z of mu - z sigma, fedsec's sign.)
+
+    Reports ``ctx.metrics["malicious_clients"]`` and ``ctx.metrics["alie_z"]``.
     """
 
     stages = frozenset({Stage.MODEL_POISONING})
+    knowledge = "full or partial (attacker_knowledge)"
 
     @dataclass
-    class Params:
-        byzantine_client_num: int = doc(1, "malicious clients per round; at least one client "
-                                           "stays benign")
+    class Params(KnowledgeParams, LineSearchParams):
         z: float | None = doc(None, "the shift in standard deviations; default z_max of the "
                                     "paper")
+        alie_optimal: bool = doc(False, "find z by ByzFL's line search against the defense in "
+                                        "use (replaces z)")
 
     @classmethod
     def validate(cls, params: "AlieAttack.Params", federation: Federation) -> None:
         check_count("byzantine_client_num", params.byzantine_client_num, federation,
                     leave_benign=1)
-        if params.z is not None and not math.isfinite(params.z):
-            raise ValueError(f"z={params.z!r} must be a finite number")
-        if params.z is None and params.byzantine_client_num > 0:
+        if params.alie_optimal and params.z is not None:
+            raise ValueError(f"z={params.z!r} is set, but alie_optimal=true searches z; drop "
+                             f"one of them")
+        if params.z is None and not params.alie_optimal and params.byzantine_client_num > 0:
             try:
                 alie_z_max(federation.client_num_per_round, params.byzantine_client_num)
             except ValueError as exc:
@@ -61,20 +72,22 @@ class AlieAttack(Attack):
 
     def poison_model(self, models: list[ClientModel], global_model: StateDict,
                      ctx: RoundContext) -> list[ClientModel]:
-        n, m = len(models), self.params.byzantine_client_num
-        if m >= n:
-            raise ValueError(f"alie: byzantine_client_num={m} leaves no benign client among the "
-                             f"round's {n}")
-        bad = choose_malicious(ctx, n, m)
-        report_malicious(ctx, [client_id(ctx, i) for i in bad])
+        bad, known = split_round(self.name, self.params, models, ctx)
         if not bad:
             return models
-        z = self.params.z if self.params.z is not None else alie_z_max(n, m)
+        stats = {k: benign_stats(models, known, k) for k, v in global_model.items()
+                 if v.is_floating_point()}
+
+        def shifted(z: float):
+            return lambda k, v: (stats[k][0] - z * stats[k][1]).to(dtype=v.dtype,
+                                                                  device=v.device)
+
+        p = self.params
+        if p.alie_optimal:
+            deviation = defended_deviation(p, models, bad, known, global_model, ctx,
+                                           {k: mean for k, (mean, _) in stats.items()}, shifted)
+            z = line_search(deviation, p)
+        else:
+            z = p.z if p.z is not None else alie_z_max(len(models), len(bad))
         ctx.metrics["alie_z"] = z
-        benign = [i for i in range(n) if i not in bad]
-
-        def shifted(k, v):
-            mu, sigma = benign_stats(models, benign, k)
-            return (mu - z * sigma).to(dtype=v.dtype, device=v.device)
-
-        return replace_malicious(models, bad, shifted)
+        return replace_malicious(models, bad, shifted(z))

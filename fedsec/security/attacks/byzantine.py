@@ -7,7 +7,7 @@ import torch
 
 from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
 from ..registry import register_attack
-from ._common import check_count, choose_malicious, client_id, doc, map_floats, report_malicious
+from ._common import CountParams, check_count, doc, map_floats, split_round
 
 MODES = ("random", "zero", "flip")
 
@@ -18,7 +18,8 @@ class ByzantineAttack(Attack):
     ``ByzantineAttack``).
 
     Each round, ``byzantine_client_num`` of the round's clients are drawn from ``ctx.rng``
-    (reproducible for a seed, new each round). Their floating entries become
+    (reproducible for a seed, new each round; or fixed: ``malicious_selection``). Their
+    floating entries become
 
     - ``random``: w ~ N(0, 1) per coordinate (drawn from ``ctx.rng``);
     - ``zero``:   w = 0;
@@ -29,11 +30,10 @@ class ByzantineAttack(Attack):
     """
 
     stages = frozenset({Stage.MODEL_POISONING})
+    knowledge = "none (random, zero); own update only (flip)"
 
     @dataclass
-    class Params:
-        byzantine_client_num: int = doc(1, "malicious clients per round, drawn among the "
-                                           "round's clients; at most client_num_per_round", ge=0)
+    class Params(CountParams):
         attack_mode: str = doc("random", "random (N(0, 1) noise) | zero | flip "
                                          "(w_g + (w_g - w_l))", choices=MODES)
 
@@ -43,8 +43,7 @@ class ByzantineAttack(Attack):
 
     def poison_model(self, models: list[ClientModel], global_model: StateDict,
                      ctx: RoundContext) -> list[ClientModel]:
-        bad = choose_malicious(ctx, len(models), self.params.byzantine_client_num)
-        report_malicious(ctx, [client_id(ctx, i) for i in bad])
+        bad, _ = split_round(self.name, self.params, models, ctx, leave_benign=False)
         out = list(models)
         for i in bad:
             count, local = models[i]

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
 from ..registry import register_attack
+from ..schedule import AttackWindow
 from ._common import client_id, doc
 
 
@@ -40,9 +41,10 @@ class DlgAttack(Attack):
     """
 
     stages = frozenset({Stage.DATA_RECONSTRUCTION})
+    knowledge = "the server's view: a client's update, the global model, the architecture"
 
     @dataclass
-    class Params:
+    class Params(AttackWindow):
         attack_client_index: int | None = doc(None, "position in the round of the attacked "
                                               "client; default 0 (the first)", ge=0)
         dlg_iterations: int = doc(300, "L-BFGS iterations", ge=1)

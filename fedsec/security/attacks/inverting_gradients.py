@@ -16,6 +16,7 @@ from torch.optim.adam import adam
 
 from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
 from ..registry import register_attack
+from ..schedule import AttackWindow
 from ._common import doc
 from ._reconstruction import (ObservedClient, check_client_index, label_accuracy, match_images,
                               observe_client, output_layer, psnr, save_image_grid)
@@ -98,9 +99,10 @@ class InvertingGradientsAttack(Attack):
     """
 
     stages = frozenset({Stage.DATA_RECONSTRUCTION})
+    knowledge = "the server's view: a client's update, the global model, the architecture"
 
     @dataclass
-    class Params:
+    class Params(AttackWindow):
         attack_client_index: int | None = doc(None, "position in the round of the attacked "
                                               "client; default 0 (the first)", ge=0)
         attack_round_list: list[int] | None = doc(None, "rounds (ctx.round_index) attacked; "

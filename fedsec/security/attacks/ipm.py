@@ -8,54 +8,60 @@ import torch
 
 from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
 from ..registry import register_attack
-from ._common import (check_count, check_positive, choose_malicious, client_id, doc,
-                      replace_malicious, report_malicious)
+from ._common import (KnowledgeParams, LineSearchParams, benign_stats, check_count,
+                      defended_deviation, doc, line_search, replace_malicious, split_round)
 
 
 @register_attack("ipm", "inner_product_manipulation")
 class IpmAttack(Attack):
-    """IPM (Xie et al. 2019): each malicious client sends the negated, scaled mean benign update
+    """IPM (Xie et al. 2019): each malicious client sends the negated, scaled mean honest update
 
-        w = w_g - epsilon * mean_benign(w_l - w_g),
+        w = w_g - epsilon * mean_i(w_i - w_g),
 
-    so its update has inner product -epsilon ||mean benign update||^2 < 0 with the benign mean
-    (unweighted mean, computed in float64). ``byzantine_client_num`` malicious clients per round
-    are drawn from ``ctx.rng``. Xie et al. use small epsilon (0.1, 0.5) against Krum/median-type
-    rules and large ones (e.g. 100) against averaging. Reports
-    ``ctx.metrics["malicious_clients"]``.
+    over the honest models the attackers see (``attacker_knowledge``: the round's benign ones,
+    or their own), so its update has inner product -epsilon ||mean update||^2 < 0 with their
+    mean (unweighted, in float64). Xie et al. use small epsilon (0.1, 0.5) against Krum/median-
+    type rules and large ones (e.g. 100) against averaging.
+
+    ``ipm_optimal: true`` is ByzFL's ``Optimal_InnerProductManipulation``: epsilon is found by
+    ByzFL's line search (``line_search``; ``optimal_*`` keys) maximising the distance of what
+    the defense in use aggregates (``ctx.aggregate``, from the pipeline) from the known models'
+    mean. With no defense the aggregate is FedAvg's mean, whose distance grows with epsilon
+    without bound: the search then takes every step it is given.
+
+    Reports ``ctx.metrics["malicious_clients"]`` and ``ctx.metrics["ipm_epsilon"]``.
     """
 
     stages = frozenset({Stage.MODEL_POISONING})
+    knowledge = "full or partial (attacker_knowledge)"
 
     @dataclass
-    class Params:
-        byzantine_client_num: int = doc(1, "malicious clients per round; at least one client "
-                                           "stays benign")
-        epsilon: float = doc(0.5, "scale of the negated mean benign update (> 0)")
+    class Params(KnowledgeParams, LineSearchParams):
+        epsilon: float = doc(0.5, "scale of the negated mean benign update", gt=0)
+        ipm_optimal: bool = doc(False, "find epsilon by ByzFL's line search against the "
+                                       "defense in use (replaces epsilon)")
 
     @classmethod
     def validate(cls, params: "IpmAttack.Params", federation: Federation) -> None:
         check_count("byzantine_client_num", params.byzantine_client_num, federation,
                     leave_benign=1)
-        check_positive("epsilon", params.epsilon)
 
     def poison_model(self, models: list[ClientModel], global_model: StateDict,
                      ctx: RoundContext) -> list[ClientModel]:
-        n, m = len(models), self.params.byzantine_client_num
-        if m >= n:
-            raise ValueError(f"ipm: byzantine_client_num={m} leaves no benign client among the "
-                             f"round's {n}")
-        bad = choose_malicious(ctx, n, m)
-        report_malicious(ctx, [client_id(ctx, i) for i in bad])
+        bad, known = split_round(self.name, self.params, models, ctx)
         if not bad:
             return models
-        benign = [i for i in range(n) if i not in bad]
-        eps = self.params.epsilon
+        g64 = {k: v.detach().to(torch.float64) for k, v in global_model.items()
+               if v.is_floating_point()}
+        means = {k: benign_stats(models, known, k)[0] for k in g64}
 
-        def negated(k: str, v: torch.Tensor) -> torch.Tensor:
-            g = global_model[k].detach().to(torch.float64)
-            mean_update = torch.stack([models[i][1][k].detach().to(torch.float64) - g
-                                       for i in benign]).mean(0)
-            return (g - eps * mean_update).to(dtype=v.dtype, device=v.device)
+        def negated(eps: float):
+            return lambda k, v: (g64[k] - eps * (means[k] - g64[k])).to(dtype=v.dtype,
+                                                                         device=v.device)
 
-        return replace_malicious(models, bad, negated)
+        p = self.params
+        eps = (line_search(defended_deviation(p, models, bad, known, global_model, ctx, means,
+                                              negated), p)
+               if p.ipm_optimal else p.epsilon)
+        ctx.metrics["ipm_epsilon"] = eps
+        return replace_malicious(models, bad, negated(eps))

@@ -9,7 +9,8 @@ import torch
 
 from ..base import Attack, Federation, RoundContext, Stage
 from ..registry import register_attack
-from ._common import doc, report_malicious, seeded_rng
+from ..schedule import AttackParams, selection_field
+from ._common import doc, malicious_ids, report_malicious, seeded_rng
 
 
 @register_attack("label_flipping", "label_flip")
@@ -18,10 +19,11 @@ class LabelFlippingAttack(Attack):
     ``target_class_list[k]`` (Tolpegin et al. 2020 flip 3 -> 9 and 2 -> 1 ... here any pairs;
     the mapping is applied simultaneously, so 3 -> 9 and 9 -> 3 swap the two classes).
 
-    The malicious set is fixed for the whole experiment: the first
-    k = ``poisoned_client_num`` (or round(ratio_of_poisoned_client * client_num_in_total)) ids of
-    a permutation of ``range(client_num_in_total)`` drawn from ``seed``; so ``is_malicious`` is
-    stable across rounds. (Without ``ctx.federation`` the set is not known: then each client is
+    The malicious set is k = ``poisoned_client_num`` (or round(ratio_of_poisoned_client *
+    client_num_in_total)) client ids, by default fixed for the whole experiment: the first k
+    of a permutation of ``range(client_num_in_total)`` drawn from ``seed``, so ``is_malicious``
+    is stable across rounds (``malicious_selection: per_round`` draws them from seed and the
+    round instead). (Without ``ctx.federation`` the set is not known: then each client is
     malicious with probability ``ratio_of_poisoned_client``, decided once from ``seed`` and its
     id.) ``poisoned_fraction`` < 1 flips only round(poisoned_fraction * m) of the m samples
     whose label is listed, chosen from (seed, client id, round). Only labels change; features
@@ -30,9 +32,11 @@ class LabelFlippingAttack(Attack):
     """
 
     stages = frozenset({Stage.DATA_POISONING})
+    knowledge = "own data only"
 
     @dataclass
-    class Params:
+    class Params(AttackParams):
+        malicious_selection: str = selection_field("fixed")
         original_class_list: list[int] = doc(None, "labels to flip (Tolpegin et al.: [3, 2])",
                                              factory=lambda: [3], ge=0)
         target_class_list: list[int] = doc(None, "what each label of original_class_list "
@@ -61,24 +65,19 @@ class LabelFlippingAttack(Attack):
             raise ValueError(f"poisoned_client_num={num} must be between 0 and "
                              f"client_num_in_total = {federation.client_num_in_total}")
 
-    def __init__(self, params=None):
-        super().__init__(params)
-        self._sets: dict[int, frozenset[int]] = {}
-
-    def malicious_clients(self, client_num_in_total: int) -> frozenset[int]:
-        """The experiment's malicious client ids (fixed by ``seed``)."""
-        if client_num_in_total not in self._sets:
-            p = self.params
-            k = (p.poisoned_client_num if p.poisoned_client_num is not None
-                 else int(round(p.ratio_of_poisoned_client * client_num_in_total)))
-            k = min(k, client_num_in_total)
-            order = seeded_rng(p.seed).permutation(client_num_in_total)
-            self._sets[client_num_in_total] = frozenset(int(c) for c in order[:k])
-        return self._sets[client_num_in_total]
+    def malicious_clients(self, client_num_in_total: int, round_index: int = 0
+                          ) -> frozenset[int]:
+        """The malicious client ids of round ``round_index`` (with the default fixed selection,
+        of every round)."""
+        p = self.params
+        k = (p.poisoned_client_num if p.poisoned_client_num is not None
+             else int(round(p.ratio_of_poisoned_client * client_num_in_total)))
+        return malicious_ids(p, round_index, min(k, client_num_in_total), client_num_in_total)
 
     def is_malicious(self, client_id: int, ctx: RoundContext) -> bool:
         if ctx.federation is not None:
-            return int(client_id) in self.malicious_clients(ctx.federation.client_num_in_total)
+            return int(client_id) in self.malicious_clients(ctx.federation.client_num_in_total,
+                                                            ctx.round_index)
         return bool(seeded_rng(self.params.seed, 1, client_id).random()
                     < self.params.ratio_of_poisoned_client)
 

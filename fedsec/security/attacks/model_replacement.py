@@ -10,7 +10,9 @@ import torch
 from ..base import (IGNORE_LABEL, Attack, ClientModel, Federation, RoundContext, Stage,
                     StateDict)
 from ..registry import register_attack
-from ._common import doc, map_floats, report_malicious, seeded_rng
+from ..schedule import AttackParams
+from ._common import (client_total, doc, fixed_clients, map_floats, report_malicious,
+                      seeded_rng)
 
 
 @register_attack("model_replacement", "model_replacement_backdoor", "backdoor")
@@ -35,16 +37,18 @@ class ModelReplacementAttack(Attack):
     w_g + eta/n sum_i (L_i - w_g) ~= X when the benign updates roughly cancel.
 
     The malicious client is ``malicious_client_id`` whenever it takes part, else one client of
-    each round drawn from (seed, round) (the same for ``is_malicious`` and ``poison_model``);
+    each round drawn from (seed, round) (the same for ``is_malicious`` and ``poison_model``),
+    or with ``malicious_selection: fixed`` one client id drawn once from seed;
     the attack runs in the rounds of ``attack_training_rounds`` (``ctx.round_index`` values;
     all rounds when unset). ``backdoor_test_set`` builds the attack-success test set.
     Reports ``ctx.metrics["malicious_clients"]`` and ``ctx.metrics["model_replacement_gamma"]``.
     """
 
     stages = frozenset({Stage.DATA_POISONING, Stage.MODEL_POISONING})
+    knowledge = "own data and model; the round's client count"
 
     @dataclass
-    class Params:
+    class Params(AttackParams):
         backdoor_target_label: int = doc(0, "label the trigger maps to", ge=0)
         poisoned_fraction: float = doc(0.5, "fraction of the malicious client's samples "
                                        "stamped and relabelled", gt=0, le=1)
@@ -86,6 +90,8 @@ class ModelReplacementAttack(Attack):
         if not self._active(ctx) or not ctx.client_ids:
             return None
         mid = self.params.malicious_client_id
+        if mid is None and self.params.malicious_selection == "fixed":
+            (mid,) = fixed_clients(self.params.seed, client_total(ctx), 1)
         if mid is not None:
             return mid if mid in ctx.client_ids else None
         ids = sorted(int(c) for c in ctx.client_ids)

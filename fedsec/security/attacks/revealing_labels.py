@@ -10,6 +10,7 @@ import torch
 
 from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
 from ..registry import register_attack
+from ..schedule import AttackWindow
 from ._common import doc
 from ._reconstruction import check_client_index, label_accuracy, observe_client, output_layer
 
@@ -77,9 +78,10 @@ class RevealingLabelsAttack(Attack):
     """
 
     stages = frozenset({Stage.DATA_RECONSTRUCTION})
+    knowledge = "the server's view: a client's update, the global model, the architecture"
 
     @dataclass
-    class Params:
+    class Params(AttackWindow):
         attack_client_index: int | None = doc(None, "position in the round of the attacked "
                                               "client; default 0 (the first)", ge=0)
         attack_round_list: list[int] | None = doc(None, "rounds (ctx.round_index) attacked; "
