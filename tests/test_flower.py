@@ -282,6 +282,19 @@ def test_data_poisoner_flips_only_the_malicious_clients_labels():
 
 
 @needs_flwr
+def test_data_poisoner_backdoor_has_one_attacker_per_round_across_nodes():
+    """Model replacement draws one attacker per round among the clients: every node must agree
+    on which, not each find itself chosen (its round context holds the whole federation)."""
+    poisoner = DataPoisoner({"enable_attack": True, "attack_type": "model_replacement"},
+                            num_nodes=6)
+    attackers = [[p for p in range(6)
+                  if poisoner.is_malicious(node_context(p, num_partitions=6), server_round=r)]
+                 for r in range(1, 6)]
+    assert all(len(a) == 1 for a in attackers), attackers
+    assert len({a[0] for a in attackers}) > 1  # redrawn across rounds
+
+
+@needs_flwr
 def test_data_poisoner_checks_the_nodes_identity():
     poisoner = DataPoisoner(LABEL_FLIPPING, num_nodes=4)
     x, y = torch.zeros(2, 2), torch.zeros(2, dtype=torch.long)

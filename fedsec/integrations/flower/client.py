@@ -82,7 +82,13 @@ class DataPoisoner:
             raise ValueError(f"server_round must be an integer >= 1 (Flower's "
                              f"config['server-round']); got {server_round!r}")
         round_index = server_round - 1
-        return RoundContext(round_index=round_index, client_ids=[client],
+        # A node does not know which others the server sampled this round, so the round's
+        # clients are the whole federation: an attack that draws its attacker among them
+        # (model replacement) then picks the same node on every node, not each node itself.
+        # With nodes_per_round < num_nodes that node may sit the round out, which then goes
+        # unattacked.
+        everyone = list(range(self.federation.client_num_in_total))
+        return RoundContext(round_index=round_index, client_ids=everyone,
                             rng=np.random.default_rng([self.seed, round_index, client]),
                             federation=self.federation)
 
