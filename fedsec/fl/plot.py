@@ -18,10 +18,16 @@ def run_label(run_dir: RunDir) -> str:
     config = run_dir.config()
     attack = config.get("attack_args", {})
     defense = config.get("defense_args", {})
-    aggregation = (defense["defense_type"] if defense.get("enable_defense")
+    aggregation = (_defense_name(defense) if defense.get("enable_defense")
                    else config.get("train_args", {}).get("federated_optimizer", "FedAvg"))
     return f"{attack['attack_type'] if attack.get('enable_attack') else 'no attack'} + " \
            f"{aggregation}"
+
+
+def _defense_name(defense: dict) -> str:
+    """``defense_type``, a chain's members as "[a, b]"."""
+    name = defense["defense_type"]
+    return f"[{', '.join(name)}]" if isinstance(name, list) else name
 
 
 def run_title(run_dir: RunDir) -> str:
@@ -38,7 +44,7 @@ def run_title(run_dir: RunDir) -> str:
             if attackers is not None else "")
     else:
         what = "no attack"
-    what += "; defense: " + (defense["defense_type"] if defense.get("enable_defense")
+    what += "; defense: " + (_defense_name(defense) if defense.get("enable_defense")
                              else f"none ({train.get('federated_optimizer', 'FedAvg')})")
     return (f"{what}\n{train.get('client_num_per_round')} of {train.get('client_num_in_total')} "
             f"clients per round, {config.get('model_args', {}).get('model')} on "

@@ -64,6 +64,10 @@ def write_report(matrix: MatrixConfig, results: list[CellResult], out: Path, see
               "Attackers / benign excluded: the share of the malicious / honest clients' "
               "participations that the defense left out of the aggregation (rules that combine "
               "every client, such as the coordinate-wise median or RFA, leave none out whole). "
+              "Detection precision / recall / FPR: each round's share of the clients left out "
+              "(excluded, or down-weighted below half an equal share) that were malicious, of "
+              "the malicious clients left out, and of the honest clients left out, averaged "
+              "over the rounds where the ratio is defined (docs/security.md, Detection). "
               "Aggregation time: the defense, the aggregation and the server step, per round.",
               ""]
     if figures:

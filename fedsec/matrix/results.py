@@ -10,6 +10,7 @@ import numpy as np
 import yaml
 
 from ..fl.run_dir import CONFIG, RunDir
+from ..security.detection import RUN_METRICS, mean_over_rounds
 from .config import Cell
 
 
@@ -30,9 +31,13 @@ class SeedResult:
         """A summary number, or one computed from the records:
         ``attackers_excluded``: of the malicious clients' participations, the fraction the
         defense excluded (None without attackers); ``benign_excluded``: the same for the benign
-        clients (the defense's false positives)."""
+        clients (the defense's false positives); ``detection_precision`` / ``_recall`` /
+        ``_fpr``: the round's detection ratio (fedsec.security.detection) averaged over the
+        rounds that define it."""
         if name in ("attackers_excluded", "benign_excluded"):
             return self._exclusion(name == "attackers_excluded")
+        if name in RUN_METRICS:
+            return mean_over_rounds(self.records, RUN_METRICS[name])
         value = self.summary.get(name)
         return float(value) if isinstance(value, (int, float)) else None
 

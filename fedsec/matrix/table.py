@@ -24,6 +24,9 @@ COLUMNS = (
     Column("final_test_perplexity", "test perplexity", 1, 2),
     Column("attackers_excluded", "attackers excluded (%)", 100, 1),
     Column("benign_excluded", "benign excluded (%)", 100, 1),
+    Column("detection_precision", "detection precision (%)", 100, 1),
+    Column("detection_recall", "detection recall (%)", 100, 1),
+    Column("detection_fpr", "detection FPR (%)", 100, 1),
     Column("mean_aggregation_time_s", "aggregation / round (ms)", 1000, 2),
 )
 

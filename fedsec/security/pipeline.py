@@ -12,6 +12,7 @@ import time
 from typing import Callable
 
 from .base import Attack, ClientModel, Defense, RoundContext, Stage, StateDict
+from .detection import report_detection
 from .schedule import AttackWindow
 
 
@@ -59,6 +60,52 @@ class Attacker:
                          ctx: RoundContext) -> None:
         if self.attacks_in(ctx):
             self.attack.reconstruct_data(models, global_model, ctx)
+
+
+DEFENSE_STAGES = (Stage.BEFORE_AGGREGATION, Stage.ON_AGGREGATION, Stage.AFTER_AGGREGATION)
+
+
+class DefenseChain(Defense):
+    """Several defenses as one (``defense_type: [norm_diff_clipping, median]``): each stage
+    runs its members' hooks in the chain's order, before-aggregation filters one after the
+    other, then the one on-aggregation rule (the config allows at most one), then the
+    after-aggregation defenses on the new global model. The members' states are saved under
+    their names."""
+
+    name = "chain"
+
+    def __init__(self, members: list[Defense]):
+        super().__init__()
+        self.members = list(members)
+        self.name = "+".join(m.name for m in self.members)
+        self.stages = frozenset().union(*(m.stages for m in self.members))
+        self.params = {m.name: m.params for m in self.members}
+
+    def at(self, stage: Stage) -> list[Defense]:
+        return [m for m in self.members if stage in m.stages]
+
+    def defend_before_aggregation(self, models: list[ClientModel], global_model: StateDict,
+                                  ctx: RoundContext) -> list[ClientModel]:
+        for member in self.at(Stage.BEFORE_AGGREGATION):
+            models = member.defend_before_aggregation(models, global_model, ctx)
+        return models
+
+    def defend_on_aggregation(self, models: list[ClientModel], global_model: StateDict,
+                              ctx: RoundContext) -> StateDict:
+        (rule,) = self.at(Stage.ON_AGGREGATION)
+        return rule.defend_on_aggregation(models, global_model, ctx)
+
+    def defend_after_aggregation(self, global_model: StateDict, ctx: RoundContext) -> StateDict:
+        for member in self.at(Stage.AFTER_AGGREGATION):
+            global_model = member.defend_after_aggregation(global_model, ctx)
+        return global_model
+
+    def state_dict(self) -> dict:
+        return {m.name: m.state_dict() for m in self.members}
+
+    def load_state_dict(self, state: dict) -> None:
+        for member in self.members:
+            member.load_state_dict(state[member.name])
 
 
 class Defender:
@@ -114,6 +161,7 @@ def aggregate_round(attacker: Attacker, defender: Defender, models: list[ClientM
         ctx.aggregate = trial_aggregation(defender, global_model, ctx, base_aggregation)
         models = attacker.poison_model(models, global_model, ctx)
         ctx.aggregate = None
+    clients = list(ctx.client_ids)  # before a filter cuts them
     start = time.perf_counter()
     new_global = _aggregate(defender, models, global_model, ctx, base_aggregation)
     if server_step is not None:
@@ -121,6 +169,8 @@ def aggregate_round(attacker: Attacker, defender: Defender, models: list[ClientM
     if defender.is_defense_after_aggregation():
         new_global = defender.defend_after_aggregation(new_global, ctx)
     ctx.metrics["aggregation_time_s"] = time.perf_counter() - start
+    if defender.is_defense_enabled():
+        report_detection(ctx, clients)
     return new_global
 
 
