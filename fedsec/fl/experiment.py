@@ -100,7 +100,7 @@ class Experiment:
         """Clean test samples with the attack's trigger, labelled with its target: accuracy
         on them is the backdoor's success rate (attacks that define ``backdoor_test_set``)."""
         make = getattr(self.attacker.attack, "backdoor_test_set", None)
-        return make(*self.test) if make is not None else None
+        return make(*self.test, num_classes=self.data.num_classes) if make else None
 
     def sample_clients(self, round_index: int) -> list[int]:
         """The round's clients: all, or client_num_per_round drawn without replacement."""
@@ -119,7 +119,19 @@ class Experiment:
                             client_learning_rate=t.learning_rate,
                             client_batches={} if self.attacker.is_data_reconstruction_attack()
                             else None,
-                            comm_round=t.comm_round, server_learning_rate=t.server_lr)
+                            comm_round=t.comm_round, server_learning_rate=t.server_lr,
+                            local_trainer=self._local_trainer(round_index))
+
+    def _local_trainer(self, round_index: int):
+        """``ctx.local_trainer``: ``model`` trained from the global model on (features,
+        labels) as ``client`` trains in this round (its seed; the local training with the
+        attacker's ``overrides``), for attacks that train a malicious client themselves."""
+        def train(model: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor,
+                  client: int, overrides: dict[str, Any]) -> StateDict:
+            how = dataclasses.replace(self.training, **overrides)
+            return train_local(model, self.global_model, features, labels, how,
+                               self.client_seed(round_index, client)).state
+        return train
 
     # --- one round -----------------------------------------------------------------------------
 

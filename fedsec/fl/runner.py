@@ -10,6 +10,7 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from .config import ExperimentConfig
+from .durability import backdoor_durability
 from .experiment import Experiment
 from .plot import plot_runs
 from .run_dir import PLOT, RunDir
@@ -46,7 +47,8 @@ def run_experiment(config: ExperimentConfig, out: str | os.PathLike, *, resume: 
 
 
 def summarize(config: ExperimentConfig, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run's final numbers: last and best test accuracy, backdoor success, times."""
+    """The run's final numbers: last and best test accuracy, backdoor success and how long it
+    lasted after the attack stopped, times."""
     tested = [r for r in records if "test_accuracy" in r]
     last = tested[-1] if tested else {}
     agg = [r["aggregation_time_s"] for r in records if "aggregation_time_s" in r]
@@ -63,6 +65,8 @@ def summarize(config: ExperimentConfig, records: list[dict[str, Any]]) -> dict[s
     }
     if "backdoor_accuracy" in last:
         out["final_backdoor_accuracy"] = last["backdoor_accuracy"]
+        end = getattr(config.attack.params, "attack_end_round", None)
+        out.update(backdoor_durability(records, end))
     if "test_perplexity" in last:
         out["final_test_perplexity"] = last["test_perplexity"]
     return out

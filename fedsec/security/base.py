@@ -74,6 +74,10 @@ class RoundContext:
     batch it trained on (ground truth, used only to score a reconstruction). ``comm_round`` is
     the experiment's number of rounds and ``server_learning_rate`` the server's step on the
     averaged update (FedAvg: 1), for components whose parameters default to them.
+    ``local_trainer(model, features, labels, client_id, overrides)`` trains ``model`` from the
+    round's global model as that client trains (with ``overrides`` of its epochs / learning
+    rate) and returns the trained state_dict, for attacks that train a malicious client
+    themselves (Neurotoxin's masked gradients).
     ``aggregate(models, client_ids)`` returns what the server's defenses would aggregate from
     a candidate list of local models, for attacks that search against the defense in use
     (ALIE's and IPM's optimal variants); the pipeline sets it, and the round is unchanged by
@@ -90,6 +94,7 @@ class RoundContext:
     client_batches: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
     comm_round: int | None = None
     server_learning_rate: float | None = None
+    local_trainer: Callable[..., StateDict] | None = None
     aggregate: Callable[..., StateDict] | None = None
 
 

@@ -163,12 +163,17 @@ class ModelReplacementAttack(Attack):
         out[:, -1] = self.params.backdoor_target_label
         return out
 
-    def backdoor_test_set(self, features: torch.Tensor, labels: torch.Tensor
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    def backdoor_test_set(self, features: torch.Tensor, labels: torch.Tensor,
+                          num_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """From clean test data: the samples whose label is not the target, with the trigger,
         labelled ``backdoor_target_label``. Accuracy on it is the attack success rate. For a
         language model only the prediction after the trigger counts: the other positions are
-        labelled -100, which evaluation ignores (torch's ignore_index)."""
+        labelled -100, which evaluation ignores (torch's ignore_index). A target that is not
+        one of the ``num_classes`` classes is an error (the simulation asks at setup)."""
+        target = self.params.backdoor_target_label
+        if num_classes is not None and target >= num_classes:
+            raise ValueError(f"model_replacement: backdoor_target_label={target} is not one of "
+                             f"the data's {num_classes} classes (0 to {num_classes - 1})")
         last = labels if labels.dim() == 1 else labels[:, -1]
         keep = last != self.params.backdoor_target_label
         x = self.stamp_trigger(features[keep])
