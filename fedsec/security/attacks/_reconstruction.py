@@ -3,6 +3,7 @@ leakage): the attacked client's update as the server sees it, reconstructions ma
 client's true batch and scored, and PNG images of them.
 
 - ``check_client_index``: ``attack_client_index`` against the clients of a round.
+- ``in_attack_rounds``: whether ``attack_round_list`` (FedML's key) lets the round be attacked.
 - ``observe_client``: the global model rebuilt by ``ctx.model_factory``, its trainable weights
   and the client's update w_global - w_local on each, with the client's sample count and its
   true first batch (ground truth, for scoring only).
@@ -44,6 +45,10 @@ def check_client_index(index: int | None, federation: Federation) -> None:
                          f"client_num_per_round - 1 = {federation.client_num_per_round - 1}")
 
 
+def in_attack_rounds(round_list: list[int] | None, round_index: int) -> bool:
+    return round_list is None or round_index in round_list
+
+
 def observe_client(models: list[ClientModel], global_model: StateDict, ctx: RoundContext,
                    index: int, attack: str) -> ObservedClient:
     """The client at position ``index`` of the round, seen by the server."""
@@ -67,7 +72,7 @@ def observe_client(models: list[ClientModel], global_model: StateDict, ctx: Roun
 def output_layer(observed: ObservedClient) -> torch.Tensor:
     """The update of the output layer's weight, [classes, features]: the model's last
     trainable matrix (a Linear layer's weight, one row per class)."""
-    for name, u in zip(reversed(observed.names), reversed(observed.update)):
+    for u in reversed(observed.update):
         if u.dim() == 2:
             return u
     raise ValueError(f"the model has no trainable matrix to read labels from (parameters: "

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
 from ..registry import register_attack
 from ..schedule import AttackWindow
-from ._common import client_id, doc
+from ._common import doc
+from ._reconstruction import (check_client_index, displayable, in_attack_rounds,
+                              observe_client)
 
 
 @register_attack("dlg", "deep_leakage_from_gradients")
@@ -37,7 +39,7 @@ class DlgAttack(Attack):
     gradient distance, and when the true batch is known, the reconstruction MSE and PSNR
     (10 log10(range^2 / MSE), range = max - min of the true batch) and the label accuracy.
     The reconstruction is kept in ``self.last_reconstruction``; with ``save_dir`` the true
-    and reconstructed images are saved as PNG when matplotlib is installed.
+    and reconstructed images are saved there as PNG.
     """
 
     stages = frozenset({Stage.DATA_RECONSTRUCTION})
@@ -56,8 +58,7 @@ class DlgAttack(Attack):
         batch_size: int = doc(1, "dummy batch size when the true batch is not given", ge=1)
         attack_round_list: list[int] | None = doc(None, "rounds (ctx.round_index) attacked; "
                                                   "default every round")
-        save_dir: str | None = doc(None, "folder for PNGs of the reconstruction (needs "
-                                         "matplotlib; skipped without it)")
+        save_dir: str | None = doc(None, "folder for PNGs of the reconstruction")
         dlg_restarts: int = doc(1, "L-BFGS runs from fresh dummy data; the one that matches "
                                    "the gradient best is kept", ge=1)
         dlg_init: str = doc("uniform", "dummy data: uniform (U[0, 1), the range of fedsec's "
@@ -67,10 +68,7 @@ class DlgAttack(Attack):
 
     @classmethod
     def validate(cls, params: "DlgAttack.Params", federation: Federation) -> None:
-        idx = params.attack_client_index
-        if idx is not None and not 0 <= idx < federation.client_num_per_round:
-            raise ValueError(f"attack_client_index={idx} must be between 0 and "
-                             f"client_num_per_round - 1 = {federation.client_num_per_round - 1}")
+        check_client_index(params.attack_client_index, federation)
         if params.input_shape is not None and not params.input_shape:
             raise ValueError("input_shape=[] must list one input's sizes")
 
@@ -81,16 +79,12 @@ class DlgAttack(Attack):
     def reconstruct_data(self, models: list[ClientModel], global_model: StateDict,
                          ctx: RoundContext) -> None:
         p = self.params
-        if p.attack_round_list is not None and ctx.round_index not in p.attack_round_list:
+        if not in_attack_rounds(p.attack_round_list, ctx.round_index):
             return
-        if ctx.model_factory is None or not ctx.client_learning_rate:
-            raise ValueError("dlg needs ctx.model_factory and ctx.client_learning_rate")
-        index = p.attack_client_index or 0
-        if index >= len(models):
-            raise ValueError(f"attack_client_index={index} but the round has {len(models)} "
-                             f"clients")
-        cid = client_id(ctx, index)
-        truth = (ctx.client_batches or {}).get(cid)
+        seen = observe_client(models, global_model, ctx, p.attack_client_index or 0, self.name)
+        if not ctx.client_learning_rate:
+            raise ValueError("dlg needs ctx.client_learning_rate (the clients' SGD step)")
+        cid, truth = seen.client_id, seen.truth
         if truth is not None:
             shape = tuple(truth[0].shape)
         elif p.input_shape is not None:
@@ -98,14 +92,9 @@ class DlgAttack(Attack):
         else:
             raise ValueError("dlg: set input_shape (the true batch is not in ctx.client_batches)")
 
-        model = ctx.model_factory()
-        model.load_state_dict(global_model)
-        model.eval()
-        params = [(k, w) for k, w in model.named_parameters() if w.requires_grad]
-        local = models[index][1]
+        model, weights = seen.model, seen.weights
         lr = float(ctx.client_learning_rate)
-        target = [((global_model[k] - local[k]) / lr).detach().to(w) for k, w in params]
-        weights = [w for _, w in params]
+        target = [u / lr for u in seen.update]
 
         gen = torch.Generator().manual_seed(p.seed)
         with torch.no_grad():
@@ -114,7 +103,7 @@ class DlgAttack(Attack):
         if p.use_idlg:
             if shape[0] != 1:
                 raise ValueError(f"dlg: use_idlg needs a batch of 1; got {shape[0]}")
-            label = self._idlg_label(params, target, num_classes)
+            label = self._idlg_label(weights, target, num_classes)
         final, x, y = min((self._invert(model, weights, target, shape, num_classes, label, gen)
                            for _ in range(p.dlg_restarts)), key=lambda r: r[0])
         self.last_reconstruction = (x, y)
@@ -182,34 +171,24 @@ class DlgAttack(Attack):
         return final, dummy_x.detach(), y
 
     @staticmethod
-    def _idlg_label(params, target, num_classes: int) -> torch.Tensor:
+    def _idlg_label(weights, target, num_classes: int) -> torch.Tensor:
         """iDLG (Zhao et al. 2020): with cross-entropy and a batch of 1, the gradient of the last
         layer's weight row c is (p_c - y_c) h; only the true class has p_c - y_c < 0, so with
         non-negative features h its row sums to the smallest (negative) value."""
-        for (_, w), g in zip(reversed(params), reversed(target)):
+        for w, g in zip(reversed(weights), reversed(target)):
             if w.dim() == 2 and w.shape[0] == num_classes:
                 return g.sum(-1).argmin().reshape(1)
         raise ValueError("dlg: use_idlg needs a last linear layer with one row per class")
 
     def _save(self, x: torch.Tensor, truth: torch.Tensor | None, cid: int, round_index: int
               ) -> None:
-        try:
-            import matplotlib
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            return
+        from matplotlib.image import imsave
+
         folder = Path(self.params.save_dir)
         folder.mkdir(parents=True, exist_ok=True)
         pairs = [("reconstructed", x)] + ([("true", truth)] if truth is not None else [])
         for tag, images in pairs:
-            for j, image in enumerate(images.detach().cpu()):
-                img = image.float()
-                if img.dim() == 1:
-                    side = math.isqrt(img.numel())
-                    img = img.reshape(side, -1) if side * side == img.numel() else img[None]
-                elif img.dim() == 3:
-                    img = img.permute(1, 2, 0) if img.shape[0] in (3, 4) else img[0]
-                img = (img - img.min()) / max(float(img.max() - img.min()), 1e-12)
-                plt.imsave(folder / f"dlg_round{round_index}_client{cid}_{j}_{tag}.png",
-                           img.numpy(), cmap="gray" if img.dim() == 2 else None)
+            for j, image in enumerate(images):
+                img = displayable(image)
+                imsave(folder / f"dlg_round{round_index}_client{cid}_{j}_{tag}.png", img,
+                       cmap="gray" if img.ndim == 2 else None)

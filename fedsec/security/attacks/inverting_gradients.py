@@ -18,8 +18,9 @@ from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDi
 from ..registry import register_attack
 from ..schedule import AttackWindow
 from ._common import doc
-from ._reconstruction import (ObservedClient, check_client_index, label_accuracy, match_images,
-                              observe_client, output_layer, psnr, save_image_grid)
+from ._reconstruction import (ObservedClient, check_client_index, in_attack_rounds,
+                              label_accuracy, match_images, observe_client, output_layer,
+                              psnr, save_image_grid)
 from .revealing_labels import llg_labels
 
 # The step size falls tenfold after 3/8, 5/8 and 7/8 of the iterations (the paper's schedule).
@@ -144,7 +145,7 @@ class InvertingGradientsAttack(Attack):
     def reconstruct_data(self, models: list[ClientModel], global_model: StateDict,
                          ctx: RoundContext) -> None:
         p = self.params
-        if p.attack_round_list is not None and ctx.round_index not in p.attack_round_list:
+        if not in_attack_rounds(p.attack_round_list, ctx.round_index):
             return
         seen = observe_client(models, global_model, ctx, p.attack_client_index or 0,
                               self.name)

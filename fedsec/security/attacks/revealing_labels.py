@@ -12,7 +12,8 @@ from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDi
 from ..registry import register_attack
 from ..schedule import AttackWindow
 from ._common import doc
-from ._reconstruction import check_client_index, label_accuracy, observe_client, output_layer
+from ._reconstruction import (check_client_index, in_attack_rounds, label_accuracy,
+                              observe_client, output_layer)
 
 
 def llg_labels(output_update: torch.Tensor, count: int) -> list[int]:
@@ -94,7 +95,7 @@ class RevealingLabelsAttack(Attack):
     def reconstruct_data(self, models: list[ClientModel], global_model: StateDict,
                          ctx: RoundContext) -> None:
         p = self.params
-        if p.attack_round_list is not None and ctx.round_index not in p.attack_round_list:
+        if not in_attack_rounds(p.attack_round_list, ctx.round_index):
             return
         seen = observe_client(models, global_model, ctx, p.attack_client_index or 0,
                               self.name)
