@@ -82,6 +82,9 @@ class RoundContext:
     a candidate list of local models, for attacks that search against the defense in use
     (ALIE's and IPM's optimal variants); the pipeline sets it, and the round is unchanged by
     its calls.
+    ``pre_aggregators`` are the fedsec.pre pre-aggregators (NNM, bucketing, ARC) a defense chain
+    hands its on-aggregation rule, for a rule that declares ``accepts_pre`` to pass as ``pre=``
+    (empty otherwise: the mixed models are then the rule's input itself).
     """
 
     round_index: int
@@ -96,6 +99,7 @@ class RoundContext:
     server_learning_rate: float | None = None
     local_trainer: Callable[..., StateDict] | None = None
     aggregate: Callable[..., StateDict] | None = None
+    pre_aggregators: list[Any] = field(default_factory=list)
 
 
 def is_float(value: Any) -> bool:
@@ -179,7 +183,13 @@ class Attack(Component):
 
 
 class Defense(Component):
-    """Base class of defenses. Override the hooks of the stages in ``stages``."""
+    """Base class of defenses. Override the hooks of the stages in ``stages``. An
+    on-aggregation rule that passes ``ctx.pre_aggregators`` to its fedsec rule as ``pre=``
+    declares ``accepts_pre``; a pre-aggregation defense (NNM, bucketing, ARC) has a method
+    ``pre_aggregator(global_model, ctx)`` returning its fedsec.pre object (see
+    pipeline.DefenseChain)."""
+
+    accepts_pre: ClassVar[bool] = False
 
     def defend_before_aggregation(self, models: list[ClientModel], global_model: StateDict,
                                   ctx: RoundContext) -> list[ClientModel]:

@@ -70,7 +70,14 @@ class DefenseChain(Defense):
     runs its members' hooks in the chain's order, before-aggregation filters one after the
     other, then the one on-aggregation rule (the config allows at most one), then the
     after-aggregation defenses on the new global model. The members' states are saved under
-    their names."""
+    their names.
+
+    Pre-aggregators (members with ``pre_aggregator(global_model, ctx)``: NNM, bucketing, ARC)
+    that come last before the rule feed it through ``pre=`` when it ``accepts_pre``: their
+    fedsec.pre objects, in order, in ``ctx.pre_aggregators``. The rule then mixes inside its
+    own passes (one combination or selection pass for the chain). Anywhere else (before a
+    filter, which hands models on; before a rule without ``pre=``; before FedAvg) a
+    pre-aggregator mixes the models itself, as it does alone."""
 
     name = "chain"
 
@@ -80,14 +87,24 @@ class DefenseChain(Defense):
         self.name = "+".join(m.name for m in self.members)
         self.stages = frozenset().union(*(m.stages for m in self.members))
         self.params = {m.name: m.params for m in self.members}
+        self.accepts_pre = any(m.accepts_pre for m in self.at(Stage.ON_AGGREGATION))
 
     def at(self, stage: Stage) -> list[Defense]:
         return [m for m in self.members if stage in m.stages]
 
     def defend_before_aggregation(self, models: list[ClientModel], global_model: StateDict,
                                   ctx: RoundContext) -> list[ClientModel]:
+        waiting: list[Defense] = []  # pre-aggregators not applied yet
         for member in self.at(Stage.BEFORE_AGGREGATION):
+            if _is_pre_aggregator(member):
+                waiting.append(member)
+                continue
+            models = _mix(waiting, models, global_model, ctx)
+            waiting = []
             models = member.defend_before_aggregation(models, global_model, ctx)
+        if not self.accepts_pre:
+            return _mix(waiting, models, global_model, ctx)
+        ctx.pre_aggregators = [m.pre_aggregator(global_model, ctx) for m in waiting]
         return models
 
     def defend_on_aggregation(self, models: list[ClientModel], global_model: StateDict,
@@ -106,6 +123,18 @@ class DefenseChain(Defense):
     def load_state_dict(self, state: dict) -> None:
         for member in self.members:
             member.load_state_dict(state[member.name])
+
+
+def _is_pre_aggregator(defense: Defense) -> bool:
+    return callable(getattr(defense, "pre_aggregator", None))
+
+
+def _mix(pre_aggregators: list[Defense], models: list[ClientModel], global_model: StateDict,
+         ctx: RoundContext) -> list[ClientModel]:
+    """The models mixed by each pre-aggregator in turn, through its own hook."""
+    for member in pre_aggregators:
+        models = member.defend_before_aggregation(models, global_model, ctx)
+    return models
 
 
 class Defender:

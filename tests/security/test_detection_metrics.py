@@ -9,14 +9,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from fedsec.fl import Experiment, parse_config
 from fedsec.matrix.config import Cell
 from fedsec.matrix.results import CellResult, SeedResult
 from fedsec.matrix.table import csv_table, markdown_table
-from fedsec.security import (Attacker, Defender, RoundContext, aggregate_round, build_defense,
-                             fedavg)
+from fedsec.security import Attacker, Defender, aggregate_round, build_defense, fedavg
 from fedsec.security.detection import detection, down_weighted, left_out, mean_over_rounds
 
 from test_defenses import FED, make_round
