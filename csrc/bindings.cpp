@@ -65,6 +65,15 @@ void check_common(int64_t d, uintptr_t out, const char* out_name, int device) {
 template <typename T>
 T* ptr(uintptr_t p) { return reinterpret_cast<T*>(p); }
 
+// The checks of k that every selection shares, for `n` values per coordinate.
+void check_select_k(SelectOp op, int64_t k, int64_t n) {
+  if (op == SelectOp::trimmed_mean && (k < 0 || 2 * k >= n))
+    throw py::value_error("trimmed_mean needs 0 <= k and 2k < n; got k=" + str(k) +
+                          ", n=" + str(n));
+  if (op == SelectOp::closest_median && (k < 1 || k > n))
+    throw py::value_error("closest_median needs 1 <= k <= n; got k=" + str(k) + ", n=" + str(n));
+}
+
 void gram(const std::vector<uintptr_t>& rows, uintptr_t ref, int64_t d, DType dtype, bool fast,
           double scale, uintptr_t G, int device, uintptr_t stream) {
   const auto r = to_rows(rows);
@@ -114,11 +123,7 @@ void coordinate_select(const std::vector<uintptr_t>& rows, int64_t d, DType dtyp
   check_common(d, out, "out", device);
   const int64_t n = static_cast<int64_t>(r.size());
   const SelectOp sop = checked(op);
-  if (sop == SelectOp::trimmed_mean && (k < 0 || 2 * k >= n))
-    throw py::value_error("trimmed_mean needs 0 <= k and 2k < n; got k=" + str(k) +
-                          ", n=" + str(n));
-  if (sop == SelectOp::closest_median && (k < 1 || k > n))
-    throw py::value_error("closest_median needs 1 <= k <= n; got k=" + str(k) + ", n=" + str(n));
+  check_select_k(sop, k, n);
   if (device < 0) {
     py::gil_scoped_release nogil;
     fedsec::cpu::coordinate_select(r.data(), n, d, dt, sop, k, ptr<void>(out),
@@ -126,6 +131,35 @@ void coordinate_select(const std::vector<uintptr_t>& rows, int64_t d, DType dtyp
   } else {
     fedsec::cuda::coordinate_select(r.data(), n, d, dt, sop, k, ptr<void>(out),
                                     ptr<uint8_t>(nonfinite), ptr<void>(stream));
+  }
+}
+
+void mixed_select(const std::vector<uintptr_t>& rows, const std::vector<double>& mixing,
+                  int64_t n_out, int64_t d, DType dtype, SelectOp op, int64_t k, uintptr_t out,
+                  uintptr_t nonfinite, int device, uintptr_t stream) {
+  const auto r = to_rows(rows);
+  const DType dt = checked(dtype);
+  check_common(d, out, "out", device);
+  const int64_t n = static_cast<int64_t>(r.size());
+  if (n > INT32_MAX) throw py::value_error("mixed_select takes at most 2^31 - 1 rows; got " + str(n));
+  if (n_out < 1) throw py::value_error("n_out must be >= 1; got " + str(n_out));
+  if (static_cast<int64_t>(mixing.size()) != n_out * n)
+    throw py::value_error("mixing must hold n_out x n = " + str(n_out) + " x " + str(n) +
+                          " values (row-major); got " + str(static_cast<int64_t>(mixing.size())));
+  for (size_t e = 0; e < mixing.size(); ++e)
+    if (!std::isfinite(mixing[e]))
+      throw py::value_error("mixing[" + str(static_cast<int64_t>(e) / n) + ", " +
+                            str(static_cast<int64_t>(e) % n) + "] is not finite (" +
+                            std::to_string(mixing[e]) + ")");
+  const SelectOp sop = checked(op);
+  check_select_k(sop, k, n_out);
+  if (device < 0) {
+    py::gil_scoped_release nogil;
+    fedsec::cpu::mixed_select(r.data(), n, mixing.data(), n_out, d, dt, sop, k, ptr<void>(out),
+                              ptr<uint8_t>(nonfinite));
+  } else {
+    fedsec::cuda::mixed_select(r.data(), n, mixing.data(), n_out, d, dt, sop, k, ptr<void>(out),
+                               ptr<uint8_t>(nonfinite), ptr<void>(stream));
   }
 }
 
@@ -159,6 +193,11 @@ PYBIND11_MODULE(_core, m) {
         py::arg("op"), py::arg("k"), py::arg("out"), py::arg("nonfinite") = 0,
         py::arg("device") = -1, py::arg("stream") = 0,
         "Per coordinate, sort the n values and reduce them (median, trimmed mean, closest-median).");
+  m.def("mixed_select", &mixed_select, py::arg("rows"), py::arg("mixing"), py::arg("n_out"),
+        py::arg("d"), py::arg("dtype"), py::arg("op"), py::arg("k"), py::arg("out"),
+        py::arg("nonfinite") = 0, py::arg("device") = -1, py::arg("stream") = 0,
+        "coordinate_select of the n_out mixtures M x of the n rows (mixing: M, n_out x n "
+        "row-major), formed per coordinate block and never stored; flags input rows with NaN/Inf.");
   m.def("sorting_network", &fedsec::sorting_network, py::arg("n"), py::arg("first"),
         py::arg("last"), "Comparators of the pruned sorting network (for tests).");
   m.def(

@@ -2,6 +2,7 @@
 // set_isa chose), split the coordinates over threads, and merge what the threads produced.
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -87,6 +88,38 @@ void parallel_flagged(int64_t n, int64_t d, uint8_t* nonfinite, Fn&& kernel) {
       for (int64_t i = 0; i < n; ++i) nonfinite[i] |= f[i];
 }
 
+// The nonzeros of a dense n_out x n mixing matrix by rows, and the scale of its overflow path.
+struct CompressedMixing {
+  std::vector<int64_t> start;
+  std::vector<int32_t> column;
+  std::vector<double> weight;
+  Mixing view;  // points into the vectors above: not copyable
+
+  CompressedMixing(const CompressedMixing&) = delete;
+  CompressedMixing& operator=(const CompressedMixing&) = delete;
+  CompressedMixing(const double* mixing, int64_t n_out, int64_t n) {
+    start.push_back(0);
+    double widest = 1.0;  // the largest row sum of |weight|, at least 1
+    for (int64_t p = 0; p < n_out; ++p) {
+      double row_sum = 0.0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double w = mixing[p * n + i];
+        if (w == 0.0) continue;
+        column.push_back(static_cast<int32_t>(i));
+        weight.push_back(w);
+        row_sum += std::fabs(w);
+      }
+      start.push_back(static_cast<int64_t>(column.size()));
+      widest = std::max(widest, row_sum);
+    }
+    // down = 2^-e with 2^e >= max(n_out, 2) * widest.
+    int exponent = 0;
+    std::frexp(static_cast<double>(std::max<int64_t>(n_out, 2)) * widest, &exponent);
+    view = Mixing{start.data(), column.data(), weight.data(), n_out, std::ldexp(1.0, -exponent),
+                  std::ldexp(1.0, exponent)};
+  }
+};
+
 }  // namespace
 
 std::string isa() { return best_kernels().isa; }
@@ -156,6 +189,17 @@ void coordinate_select(const void* const* rows, int64_t n, int64_t d, DType dt, 
   const Comparators cmp{net.data(), static_cast<int64_t>(net.size())};
   parallel_flagged(n, d, nonfinite, [&](int64_t b, int64_t e, uint8_t* flags) {
     kern.coordinate_select(rows, n, b, e, dt, op, k, cmp, out, flags);
+  });
+}
+
+void mixed_select(const void* const* rows, int64_t n, const double* mixing, int64_t n_out,
+                  int64_t d, DType dt, SelectOp op, int64_t k, void* out, uint8_t* nonfinite) {
+  const auto& kern = best_kernels();
+  const auto net = select_network(n_out, op, k);
+  const Comparators cmp{net.data(), static_cast<int64_t>(net.size())};
+  const CompressedMixing compressed(mixing, n_out, n);
+  parallel_flagged(n, d, nonfinite, [&](int64_t b, int64_t e, uint8_t* flags) {
+    kern.mixed_select(rows, n, compressed.view, b, e, dt, op, k, cmp, out, flags);
   });
 }
 

@@ -15,6 +15,18 @@ struct Comparators {
   int64_t size;
 };
 
+// An n_out x n mixing matrix in compressed rows: mixed value p of a coordinate is the sum over
+// e in [start[p], start[p + 1]) of weight[e] * x_{column[e]}. `down` is a power of two with
+// down * max(n_out, 2) * (largest row sum of |weight|) <= 1 and up = 1 / down: inputs scaled by
+// down mix and reduce without overflow (see mixed_select in coordinate.cpp).
+struct Mixing {
+  const int64_t* start;
+  const int32_t* column;
+  const double* weight;
+  int64_t n_out;
+  double down, up;
+};
+
 struct Kernels {
   // G (n x n, upper triangle including the diagonal) += products of the centred rows times
   // `scale` over [begin, end), with float32 products when `fast` (see gram.cpp), float64
@@ -29,6 +41,10 @@ struct Kernels {
   void (*coordinate_select)(const void* const* rows, int64_t n, int64_t begin, int64_t end,
                             DType dt, SelectOp op, int64_t k, Comparators net, void* out,
                             uint8_t* nonfinite);
+  // coordinate_select of the n_out values mixed from the n rows by `mix`; net sorts n_out values.
+  void (*mixed_select)(const void* const* rows, int64_t n, const Mixing& mix, int64_t begin,
+                       int64_t end, DType dt, SelectOp op, int64_t k, Comparators net, void* out,
+                       uint8_t* nonfinite);
   const char* isa;
 };
 
@@ -41,6 +57,8 @@ struct Kernels {
                int64_t, DType, void*, uint8_t*);                                               \
   void coordinate_select(const void* const*, int64_t, int64_t, int64_t, DType, SelectOp,       \
                          int64_t, Comparators, void*, uint8_t*);                               \
+  void mixed_select(const void* const*, int64_t, const Mixing&, int64_t, int64_t, DType,      \
+                    SelectOp, int64_t, Comparators, void*, uint8_t*);                          \
   extern const Kernels kernels;                                                                \
   }
 

@@ -23,6 +23,10 @@ void coordinate_select(const void* const*, int64_t, int64_t, DType, SelectOp, in
                        uint8_t*, void*) {
   unavailable();
 }
+void mixed_select(const void* const*, int64_t, const double*, int64_t, int64_t, DType, SelectOp,
+                  int64_t, void*, uint8_t*, void*) {
+  unavailable();
+}
 bool built() { return false; }
 int device_count() { return 0; }
 std::string device_status() { return "fedsec was built without CUDA kernels"; }

@@ -35,6 +35,14 @@ void combine(const void* const* rows, const double* coeffs, int64_t n, const voi
 void coordinate_select(const void* const* rows, int64_t n, int64_t d, DType dt, SelectOp op,
                        int64_t k, void* out, uint8_t* nonfinite);
 
+// coordinate_select of mixtures of the rows: per coordinate c the n_out values
+// y_p = sum_i mixing[p * n + i] * x_i[c] (mixing: n_out x n float64, row-major, finite) are
+// formed in the accumulation type, sorted and reduced by `op` (k as for n_out values). The mixed
+// rows are never stored. Where a mixed value or the reduction overflows although the inputs
+// are finite, the coordinate is redone from the inputs scaled by a power of two.
+void mixed_select(const void* const* rows, int64_t n, const double* mixing, int64_t n_out,
+                  int64_t d, DType dt, SelectOp op, int64_t k, void* out, uint8_t* nonfinite);
+
 // Which vector instruction set the kernels dispatched to ("avx512", "avx2" or "baseline").
 std::string isa();                         // the CPU kernel table in use
 std::vector<std::string> available_isas();  // the tables this processor runs, best first
@@ -55,6 +63,9 @@ void combine(const void* const* rows, const double* coeffs, int64_t n, const voi
              double ref_coeff, int64_t d, DType dt, void* out, uint8_t* nonfinite, void* stream);
 void coordinate_select(const void* const* rows, int64_t n, int64_t d, DType dt, SelectOp op,
                        int64_t k, void* out, uint8_t* nonfinite, void* stream);
+void mixed_select(const void* const* rows, int64_t n, const double* mixing, int64_t n_out,
+                  int64_t d, DType dt, SelectOp op, int64_t k, void* out, uint8_t* nonfinite,
+                  void* stream);
 
 // True when the module was compiled with the CUDA kernels.
 bool built();

@@ -8,6 +8,9 @@ written once on top of them.
   gives the same bound for both values of fast.
 - ``combine(rows, coeffs, ref, ref_coeff, out, flags)``: out = ref_coeff * r + sum_k c_k x_k.
 - ``select(rows, op, k, out, flags)``: per coordinate, sort and reduce (``SelectOp``).
+- ``mixed_select(rows, mixing, op, k, out, flags)``: ``select`` of the n' values
+  ``mixing @ x[c]`` per coordinate (mixing n' x n float64, a pre-aggregator's matrix), formed
+  where they are sorted: the n' mixed rows are never stored. k counts mixed values.
 
 ``flags`` collects the rows that hold NaN or Inf. Accumulators and flags are backend objects
 (device memory for CUDA) read back once with ``gram_result`` / ``flags_result``.

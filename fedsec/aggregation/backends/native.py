@@ -137,6 +137,12 @@ class NativeBackend:
                      _dtype(rows[0]), _core.SelectOp.__members__[op.name], int(k), _address(out),
                      _address(flags))
 
+    def mixed_select(self, rows, mixing, op, k, out, flags) -> None:
+        mixing = np.asarray(mixing, dtype=np.float64)
+        self._launch(_core.mixed_select, [_address(r) for r in rows], mixing.reshape(-1).tolist(),
+                     int(mixing.shape[0]), _numel(rows[0]), _dtype(rows[0]),
+                     _core.SelectOp.__members__[op.name], int(k), _address(out), _address(flags))
+
 
 def exact_gram_error(dtype, d: int) -> tuple[float, float]:
     """A float64 sum of d products in any order is within (d + 1) * 2^-53 of exact, relative to

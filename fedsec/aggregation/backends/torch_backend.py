@@ -5,6 +5,8 @@ chunks so the temporary stack of the n clients stays near 32 MiB whatever d is.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -79,22 +81,39 @@ class TorchBackend:
         _flat(out).copy_(acc)
 
     def select(self, rows, op, k, out, flags: torch.Tensor) -> None:
+        self._select(rows, None, op, k, out, flags)
+
+    def mixed_select(self, rows, mixing, op, k, out, flags: torch.Tensor) -> None:
+        self._select(rows, np.asarray(mixing, dtype=np.float64), op, k, out, flags)
+
+    def _select(self, rows, mixing, op, k, out, flags: torch.Tensor) -> None:
         flat = [_flat(r) for r in rows]
-        n = len(flat)
         acc_dtype = _accumulation_dtype(flat[0].dtype)
+        n = len(flat) if mixing is None else mixing.shape[0]
+        M = None if mixing is None else torch.from_numpy(mixing).to(acc_dtype).to(self.device)
+        # Inputs scaled by 2^-p, 2^p >= max(n, 2) * (largest row sum of |M|, at least 1), mix
+        # and reduce without overflow (as select_math.h's sorted_reduce_rescaled and the
+        # mixed kernels).
+        if mixing is None:
+            p = max(1, (n - 1).bit_length())
+        else:
+            p = math.frexp(max(n, 2) * max(1.0, float(np.abs(mixing).sum(axis=1).max())))[1]
         target = _flat(out)
         for a, b in self._chunks(rows):
             stacked = torch.stack([x[a:b] for x in flat]).to(acc_dtype)
             flags |= ~torch.isfinite(stacked).all(dim=1)
-            s = stacked.sort(dim=0).values
-            value = _reduce_sorted(s, n, op, k)
-            # A sum that overflowed (or a non-finite input, flagged above): redo those
-            # coordinates rescaled, as select_math.h's sorted_reduce_rescaled.
+            value = _reduce(stacked, M, n, op, k)
+            # A mixed value or a sum that overflowed (or a non-finite input, flagged above):
+            # redo those coordinates rescaled.
             redo = ~torch.isfinite(value)
             if bool(redo.any()):
-                p = max(1, (n - 1).bit_length())  # 2^p >= max(n, 2)
-                value[redo] = _reduce_sorted(s[:, redo] * 2.0**-p, n, op, k) * 2.0**p
+                value[redo] = _reduce(stacked[:, redo] * 2.0**-p, M, n, op, k) * 2.0**p
             target[a:b] = value.to(target.dtype)
+
+
+def _reduce(stacked: torch.Tensor, M: torch.Tensor | None, n: int, op: SelectOp, k: int):
+    values = stacked if M is None else M @ stacked
+    return _reduce_sorted(values.sort(dim=0).values, n, op, k)
 
 
 def _median(s: torch.Tensor, n: int) -> torch.Tensor:
