@@ -37,7 +37,10 @@ from torch import nn
 from . import baselines as B
 
 RULES = ("mean", "median", "trimmed_mean", "krum", "multi_krum", "geometric_median", "bulyan",
-         "centered_clip")
+         "centered_clip", "meamed", "nnm_krum", "nnm_geometric_median", "nnm_median",
+         "bucketing_median")
+BUCKET_SIZE = 2               # bucketing's s
+BUCKETING_SEED = 0
 BETA = 0.1                    # trimmed_mean's fraction cut at each end
 BYZANTINE_SHIFT = 3.0         # added to the first f clients, so the robust rules have work to do
 SEED = 0
@@ -47,7 +50,8 @@ BUSY_SHARE = 0.2              # flag timings taken while other processes used mo
 
 TARGET_CELL = (50, 10**6)
 FLOOR_TARGETS = {"mean": 1.3, "median": 2.0, "trimmed_mean": 2.0, "krum": 2.0, "multi_krum": 2.0,
-                 "geometric_median": 3.0}
+                 "geometric_median": 3.0, "meamed": 2.0, "nnm_krum": 3.0,
+                 "nnm_geometric_median": 3.0, "nnm_median": 4.0}
 SPEEDUP_TARGETS = {"median": 10.0, "trimmed_mean": 10.0, "geometric_median": 10.0}
 
 FULL_GRID = {"n": (10, 50, 100), "d": (10**5, 10**6, 10**7)}
@@ -244,7 +248,26 @@ def fedsec_impls() -> dict[str, Impl]:
         "geometric_median": lambda c: fedsec.geometric_median(c.updates),
         "bulyan": lambda c: fedsec.bulyan(c.updates, c.f_bulyan),
         "centered_clip": lambda c: fedsec.centered_clip(c.updates, c.tau, center=c.center),
+        "meamed": lambda c: fedsec.meamed(c.updates, c.f),
+        "nnm_krum": lambda c: fedsec.krum(c.updates, c.f, pre=fedsec.pre.NNM(c.f)),
+        "nnm_geometric_median": lambda c: fedsec.geometric_median(c.updates,
+                                                                  pre=fedsec.pre.NNM(c.f)),
+        "nnm_median": lambda c: fedsec.median(c.updates, pre=fedsec.pre.NNM(c.f)),
+        "bucketing_median": lambda c: fedsec.median(
+            c.updates, pre=fedsec.pre.Bucketing(BUCKET_SIZE, seed=BUCKETING_SEED)),
     }
+
+
+def torch_nnm(X: torch.Tensor, f: int) -> torch.Tensor:
+    """Nearest-neighbour mixing materialised: each row the mean of its n - f nearest rows."""
+    nearest = torch.cdist(X, X).topk(X.shape[0] - f, dim=1, largest=False).indices
+    return X[nearest].mean(dim=1)
+
+
+def torch_bucketing(X: torch.Tensor, s: int, seed: int) -> torch.Tensor:
+    """Bucket means over fedsec's permutation (numpy.random.default_rng(seed).permutation)."""
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(X.shape[0]))
+    return torch.stack([X[order[i:i + s]].mean(dim=0) for i in range(0, X.shape[0], s)])
 
 
 def torch_impls() -> dict[str, Impl]:
@@ -258,6 +281,14 @@ def torch_impls() -> dict[str, Impl]:
         "bulyan": lambda c: c.unflatten(B.bulyan(c.stacked(), c.f_bulyan)),
         "centered_clip": lambda c: c.unflatten(B.centered_clip(c.stacked(), c.tau,
                                                                c.center_flat())),
+        "meamed": lambda c: c.unflatten(B._closest_to_median_mean(c.stacked().sort(0).values,
+                                                                   c.n - c.f)),
+        "nnm_krum": lambda c: c.unflatten(B.krum(torch_nnm(c.stacked(), c.f), c.f)),
+        "nnm_geometric_median": lambda c: c.unflatten(
+            B.geometric_median(torch_nnm(c.stacked(), c.f))),
+        "nnm_median": lambda c: c.unflatten(B.median(torch_nnm(c.stacked(), c.f))),
+        "bucketing_median": lambda c: c.unflatten(
+            B.median(torch_bucketing(c.stacked(), BUCKET_SIZE, BUCKETING_SEED))),
     }
 
 
@@ -304,6 +335,9 @@ def byzfl_impls() -> dict[str, Impl]:
         "multi_krum": lambda c: A.MultiKrum(f=c.f)(c.updates),
         "geometric_median": lambda c: A.GeometricMedian(nu=1e-6, T=3)(c.updates),
         "centered_clip": lambda c: _byzfl_centered_clip(A.CenteredClipping, c),
+        "meamed": lambda c: A.Meamed(f=c.f)(c.updates),
+        "nnm_krum": lambda c: A.Krum(f=c.f)(A.NNM(f=c.f)(c.updates)),
+        "nnm_median": lambda c: A.Median()(A.NNM(f=c.f)(c.updates)),
     }
 
 

@@ -34,8 +34,11 @@ __version__ = "0.1.0"
 _EXPORTS = ("mean", "median", "trimmed_mean", "krum_scores", "krum", "geometric_median",
             "bulyan", "centered_clip", "AggregationInfo", "NonFiniteUpdateError",
             "CudaUnavailableError", "build_info", "set_num_threads", "set_cpu_isa")
+_EXPORTS += ("meamed",)
+# Modules of the aggregation core reachable from the top: fedsec.pre.NNM(f), ...
+_MODULES = {"pre": ".aggregation.pre"}
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = [*_EXPORTS, *_MODULES, "__version__"]
 
 
 def __getattr__(name: str):
@@ -44,6 +47,8 @@ def __getattr__(name: str):
 
     if name in _EXPORTS:
         value = getattr(import_module(".aggregation", __name__), name)
+    elif name in _MODULES:
+        value = import_module(_MODULES[name], __name__)
     elif not name.startswith("_") and find_spec(f"{__name__}.{name}") is not None:
         value = import_module(f".{name}", __name__)  # a submodule, e.g. fedsec.security
     else:
@@ -61,3 +66,4 @@ if TYPE_CHECKING:
                               build_info, bulyan, centered_clip, geometric_median, krum,
                               krum_scores, mean, median, set_cpu_isa, set_num_threads,
                               trimmed_mean)
+    from .aggregation import meamed, pre

@@ -1,5 +1,6 @@
 """The aggregation core: robust rules on streaming native primitives.
 
+- ``pre.py``: pre-aggregators (NNM, bucketing, ARC, clipping) as mixing matrices, for ``pre=``.
 - ``rules/``: the public drop-in aggregators (``fedsec.krum``, ``fedsec.median``, ...), one file
   per rule family, each written on an ``AggregationContext``.
 - ``context.py``: one call's updates, backend and clients in play (non-finite exclusion).
@@ -16,7 +17,9 @@ from .errors import CudaUnavailableError, NonFiniteUpdateError
 from .info import AggregationInfo
 from .rules import (bulyan, centered_clip, geometric_median, krum, krum_scores, mean, median,
                     trimmed_mean)
+from .rules import meamed
 
 __all__ = ["mean", "median", "trimmed_mean", "krum_scores", "krum", "geometric_median",
            "bulyan", "centered_clip", "AggregationInfo", "NonFiniteUpdateError",
-           "CudaUnavailableError", "build_info", "set_num_threads", "set_cpu_isa"]
+           "CudaUnavailableError", "build_info", "set_num_threads", "set_cpu_isa",
+           "meamed"]

@@ -161,3 +161,66 @@ def centered_clip(X, tau, iters=1, center=None, D=None):
             scale = np.minimum(1.0, tau / dist)  # dist 0: tau / 0 = inf, scale 1
         v = v + (diff * scale[:, None]).sum(axis=0) / n
     return v
+
+
+# --- pre-aggregators: the matrices M of Y' = M Y (+ the remainder on the center) ----------------
+
+def nnm_matrix(X, f):
+    """Nearest-neighbour mixing (Allouah et al., AISTATS 2023, "Fixing by mixing"): row i
+    averages the n - f updates nearest x_i, x_i itself included; neighbours ordered by
+    distance, ties to the lower index, x_i itself first."""
+    n = len(X)
+    D = pairwise_sq_distances(X)
+    M = np.zeros((n, n))
+    for i in range(n):
+        order = [i] + sorted((j for j in range(n) if j != i), key=lambda j: (D[i, j], j))
+        M[i, order[:n - f]] = 1.0 / (n - f)
+    return M
+
+
+def bucketing_matrix(n, s, seed):
+    """Bucketing (Karimireddy, He, Jaggi, ICLR 2022): pi = default_rng(seed).permutation(n); bucket
+    b holds pi[b s], ..., pi[b s + s - 1] (the last ceil(n / s)-th one what is left) and its row
+    averages them."""
+    pi = np.random.default_rng(seed).permutation(n)
+    buckets = [pi[start:start + s] for start in range(0, n, s)]
+    M = np.zeros((len(buckets), n))
+    for b, members in enumerate(buckets):
+        M[b, members] = 1.0 / len(members)
+    return M
+
+
+def _norms_around(X, center):
+    c = np.zeros(X.shape[1]) if center is None else np.asarray(center, dtype=np.float64)
+    return np.linalg.norm(X - c, axis=1)
+
+
+def arc_matrix(X, f, center=None):
+    """Adaptive robust clipping (Allouah et al. 2024): k = floor(2 (f / n) (n - f)); the k
+    largest norms ||x_i - center|| are clipped to the (k + 1)-th largest, t:
+    diag(min(1, t / ||x_i - center||))."""
+    n = len(X)
+    norms = _norms_around(X, center)
+    k = int(np.floor(2 * f * (n - f) / n))
+    t = sorted(norms, reverse=True)[k]
+    return np.diag([1.0 if v <= t else t / v for v in norms])
+
+
+def clipping_matrix(X, c, center=None):
+    """Static clipping: diag(min(1, c / ||x_i - center||))."""
+    return np.diag([1.0 if v <= c else c / v for v in _norms_around(X, center)])
+
+
+def mixed(X, M, center=None):
+    """The mixed updates M X + (1 - M 1) center (center None: zero)."""
+    out = M @ X
+    if center is not None:
+        out += (1.0 - M.sum(axis=1))[:, None] * np.asarray(center, dtype=np.float64)
+    return out
+
+
+def meamed(X, f):
+    """Mean around the median (Xie, Koyejo, Gupta 2018, "Generalized Byzantine-tolerant SGD"):
+    per coordinate, the mean of the n - f values closest to the median (on a distance tie the
+    larger value is dropped)."""
+    return closest_to_median_mean(X, len(X) - f)

@@ -11,6 +11,7 @@ from .coordinate import median, trimmed_mean
 from .geometric_median import geometric_median
 from .krum import krum, krum_scores
 from .mean import mean
+from .meamed import meamed
 
 __all__ = ["mean", "median", "trimmed_mean", "krum_scores", "krum", "geometric_median",
-           "bulyan", "centered_clip"]
+           "bulyan", "centered_clip", "meamed"]

@@ -9,9 +9,14 @@ import numpy as np
 from ..context import AggregationContext
 
 
-def weights_of(weights: Sequence[float] | None, n: int) -> np.ndarray | None:
+def weights_of(weights: Sequence[float] | None, n: int, pre=()) -> np.ndarray | None:
+    """The weights as float64, checked; refused beside ``pre`` (the context's chain): mixed
+    updates are combinations of clients and have no sample counts of their own."""
     if weights is None:
         return None
+    if pre:
+        raise ValueError("weights cannot be combined with pre=: the mixed updates are "
+                         "combinations of clients, with no per-client weights; pass one of them")
     w = np.asarray(weights.cpu() if hasattr(weights, "cpu") else weights, dtype=np.float64)
     if w.shape != (n,):
         raise ValueError(f"weights must be 1-D with one entry per client (n={n}); "

@@ -11,11 +11,11 @@ from ._common import result
 
 
 def bulyan(updates, f: int, *, on_nonfinite: str = "exclude", return_info: bool = False,
-           backend: str = "auto"):
+           backend: str = "auto", pre=None):
     """Bulyan (El Mhamdi et al. 2018): select theta = n - 2f updates by repeated Krum, then per
     coordinate average the theta - 2f selected values closest to their median; n >= 4f + 3."""
     f = check("f", f, int, ge=0)
-    ctx = AggregationContext("bulyan", updates, on_nonfinite, backend)
+    ctx = AggregationContext("bulyan", updates, on_nonfinite, backend, pre)
 
     def body():
         gram = ctx.gram()

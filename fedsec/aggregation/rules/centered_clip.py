@@ -11,14 +11,14 @@ from ._common import result
 
 def centered_clip(updates, tau: float, iters: int = 1, center=None, *,
                   on_nonfinite: str = "exclude", return_info: bool = False,
-                  backend: str = "auto"):
+                  backend: str = "auto", pre=None):
     """Centred clipping (Karimireddy et al. 2021): v <- v + (1/n) sum_i (x_i - v) min(1, tau /
     ||x_i - v||), ``iters`` times, from ``center`` (one update in the same form, e.g. the last
     global model) or, when None, from the medoid update (ties within a relative 1e-6 go to the
     lowest index, docs/api.md)."""
     tau = check("tau", tau, float, gt=0)
     iters = check("iters", iters, int, ge=1)
-    ctx = AggregationContext("centered_clip", updates, on_nonfinite, backend)
+    ctx = AggregationContext("centered_clip", updates, on_nonfinite, backend, pre)
     start = ctx.center(center) if center is not None else None
 
     def body():

@@ -9,7 +9,7 @@ from ._common import normalised, result, weights_of
 
 def geometric_median(updates, weights=None, nu: float = 1e-6, max_iter: int = 100,
                      tol: float = 1e-7, *, on_nonfinite: str = "exclude",
-                     return_info: bool = False, backend: str = "auto"):
+                     return_info: bool = False, backend: str = "auto", pre=None):
     """Geometric median by smoothed Weiszfeld iterations (Pillutla et al., RFA): argmin_z
     sum_i a_i ||z - x_i|| with a the normalised weights. Stops when the estimated distance to
     the minimiser is at most tol times the weighted median distance from z to the clients
@@ -18,8 +18,8 @@ def geometric_median(updates, weights=None, nu: float = 1e-6, max_iter: int = 10
     nu = check("nu", nu, float, gt=0)
     max_iter = check("max_iter", max_iter, int, ge=1)
     tol = check("tol", tol, float, ge=0)
-    ctx = AggregationContext("geometric_median", updates, on_nonfinite, backend)
-    w = weights_of(weights, ctx.updates.n)
+    ctx = AggregationContext("geometric_median", updates, on_nonfinite, backend, pre)
+    w = weights_of(weights, ctx.updates.n, ctx.pre)
 
     def body():
         gram = ctx.gram()

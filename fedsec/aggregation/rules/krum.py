@@ -16,12 +16,12 @@ def _krum_checked(ctx: AggregationContext, f: int):
 
 
 def krum_scores(updates, f: int, *, on_nonfinite: str = "exclude", return_info: bool = False,
-                backend: str = "auto"):
+                backend: str = "auto", pre=None):
     """Krum scores (Blanchard et al. 2017): for each client, the sum of squared distances to its
     n - f - 2 nearest other updates. Returns a float64 numpy array of n scores (inf for excluded
     clients, and for scores beyond the float64 range)."""
     f = check("f", f, int, ge=0)
-    ctx = AggregationContext("krum_scores", updates, on_nonfinite, backend)
+    ctx = AggregationContext("krum_scores", updates, on_nonfinite, backend, pre)
 
     def body():
         gram, D = _krum_checked(ctx, f)
@@ -32,13 +32,13 @@ def krum_scores(updates, f: int, *, on_nonfinite: str = "exclude", return_info: 
 
 
 def krum(updates, f: int, m: int = 1, weights=None, *, on_nonfinite: str = "exclude",
-         return_info: bool = False, backend: str = "auto"):
+         return_info: bool = False, backend: str = "auto", pre=None):
     """Krum (m=1) and multi-Krum (Blanchard et al. 2017): the mean of the m updates with the
     lowest Krum scores (weighted by ``weights`` when given; ties broken by lower index)."""
     f = check("f", f, int, ge=0)
     m = check("m", m, int, ge=1)
-    ctx = AggregationContext("krum", updates, on_nonfinite, backend)
-    w = weights_of(weights, ctx.updates.n)
+    ctx = AggregationContext("krum", updates, on_nonfinite, backend, pre)
+    w = weights_of(weights, ctx.updates.n, ctx.pre)
 
     def body():
         gram, D = _krum_checked(ctx, f)

@@ -6,10 +6,10 @@ from ._common import normalised, result, weights_of
 
 
 def mean(updates, weights=None, *, on_nonfinite: str = "exclude", return_info: bool = False,
-         backend: str = "auto"):
+         backend: str = "auto", pre=None):
     """Weighted mean (FedAvg, McMahan et al. 2017); ``weights`` are e.g. sample counts."""
-    ctx = AggregationContext("mean", updates, on_nonfinite, backend)
-    w = weights_of(weights, ctx.updates.n)
+    ctx = AggregationContext("mean", updates, on_nonfinite, backend, pre)
+    w = weights_of(weights, ctx.updates.n, ctx.pre)
 
     def body():
         a = normalised(ctx, w, ctx.active)
