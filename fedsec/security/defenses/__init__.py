@@ -18,6 +18,19 @@ from .rflbat import RFLBATDefense
 from .robust_lr import RobustLearningRateDefense
 from .slsgd import SLSGDDefense
 from .three_sigma import ThreeSigmaFoolsGoldDefense, ThreeSigmaGeoMedianDefense
+from .arc import ARCDefense
+from .bucketing import BucketingDefense
+from .meamed import MeamedDefense
+from .nnm import NNMDefense
+from .caf import CAFDefense
+from .clipped_clustering import ClippedClusteringDefense
+from .dnc import DnCDefense
+from .flame import FLAMEDefense
+from .fltrust import FLTrustDefense
+from .mda import MDADefense
+from .monna import MoNNADefense
+from .signguard import SignGuardDefense
+from .smea import SMEADefense
 
 __all__ = ["BulyanDefense", "CClipDefense", "NormDiffClippingDefense",
            "CoordinateWiseMedianDefense", "CoordinateWiseTrimmedMeanDefense", "CRFLDefense",
@@ -25,4 +38,7 @@ __all__ = ["BulyanDefense", "CClipDefense", "NormDiffClippingDefense",
            "ThreeSigmaDefense", "RobustLearningRateDefense", "SLSGDDefense",
            "ThreeSigmaGeoMedianDefense", "ThreeSigmaFoolsGoldDefense", "AurorDefense",
            "FLDetectorDefense", "LASADefense", "ResidualBasedReweightingDefense",
-           "RFLBATDefense", "DeepSightDefense"]
+           "RFLBATDefense", "DeepSightDefense",
+           "ARCDefense", "BucketingDefense", "MeamedDefense", "NNMDefense",
+           "CAFDefense", "ClippedClusteringDefense", "DnCDefense", "FLAMEDefense",
+           "FLTrustDefense", "MDADefense", "MoNNADefense", "SignGuardDefense", "SMEADefense"]
