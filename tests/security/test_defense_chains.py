@@ -12,6 +12,8 @@ import pytest
 import torch
 import yaml
 
+import fedsec
+from fedsec.aggregation import reference as ref
 from fedsec.fl import RunDir, parse_config, run_experiment
 from fedsec.security import (Attacker, Defender, Defense, Federation, RoundContext, Stage,
                              aggregate_round, build_defense, doc, fedavg)
@@ -272,3 +274,81 @@ def test_the_docs_chain_example_runs_and_its_config_round_trips(tmp_path):
     assert parse_config(stored).defense == config.defense
     records = RunDir(tmp_path / "run").records()
     assert len(records) == 2 and all("detection" in r for r in records)
+
+
+# --- pre-aggregators in a chain ------------------------------------------------------------------
+
+def _pre_round(n: int = 7, d: int = 12, seed: int = 0):
+    """n models around w_g (two far ones), as float32 state_dicts of two tensors; the float64
+    rows X of the models."""
+    rng = np.random.default_rng(seed)
+    updates = rng.normal(size=(n, d))
+    updates[:2] += rng.normal(size=(2, d)) * 8  # far clients
+    models, g, ctx = round_of(updates, [(3, 2), (d - 6,)], seed)
+    return models, g, ctx, np.stack([flat(s) for _, s in models])
+
+
+PRE = {"nnm": lambda X, g, f: ref.mixed(X, ref.nnm_matrix(X, f)),
+       "arc": lambda X, g, f: ref.mixed(X, ref.arc_matrix(X, f, center=g), center=g)}
+RULES = {  # name, its keys, the float64 reference of the rule on the mixed rows
+    "median": ({}, lambda Y, g: ref.median(Y)),
+    "trimmed_mean": ({"beta": 0.2}, lambda Y, g: ref.trimmed_mean(Y, 0.2)),
+    "rfa": ({"tol": 1e-10, "max_iter": 2000},
+            lambda Y, g: ref.geometric_median(Y, tol=1e-10, max_iter=2000)),
+    "bulyan": ({}, lambda Y, g: ref.bulyan(Y, 1)),
+    "cclip": ({"tau": 2.0, "iters": 3}, lambda Y, g: ref.centered_clip(Y, 2.0, 3, center=g)),
+}
+
+
+@pytest.mark.parametrize("pre", sorted(PRE))
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_a_pre_aggregator_feeds_the_rule_through_pre(pre, rule, monkeypatch):
+    models, g, ctx, X = _pre_round()
+    keys, reference = RULES[rule]
+    defense = chain(pre, rule, federation=Federation(7, 7), byzantine_client_num=1, **keys)
+    # One pass for the chain: the mixed models are never materialised.
+    monkeypatch.setattr(fedsec.pre, "apply", lambda *a, **k: pytest.fail("materialised"))
+    out = aggregate_round(Attacker(), Defender(defense), models, g, ctx, fedavg)
+    assert [type(p).__name__ for p in ctx.pre_aggregators] == [pre.upper()]
+    expected = reference(PRE[pre](X, flat(g), 1), flat(g))
+    scale = np.abs(X).max()
+    assert np.allclose(flat(out), expected, rtol=0, atol=16 * np.finfo(np.float32).eps * scale), \
+        f"{pre} + {rule}: largest error {np.abs(flat(out) - expected).max():.3g}"
+
+
+def test_nnm_then_krum_equals_krum_with_pre_and_on_the_mixed_updates():
+    models, g, ctx, X = _pre_round()
+    defense = chain("nnm", "krum", federation=Federation(7, 7), byzantine_client_num=1)
+    out = aggregate_round(Attacker(), Defender(defense), models, g, ctx, fedavg)
+    states = [s for _, s in models]
+    with_pre = fedsec.krum(states, 1, pre=fedsec.pre.NNM(1))
+    on_mixed = fedsec.krum(fedsec.pre.apply(states, fedsec.pre.NNM(1)), 1)
+    expected = ref.krum(ref.mixed(X, ref.nnm_matrix(X, 1)), 1)
+    atol = 16 * np.finfo(np.float32).eps * np.abs(X).max()
+    for got in (out, with_pre, on_mixed):
+        assert np.allclose(flat(got), expected, rtol=0, atol=atol)
+    assert len(ctx.metrics["excluded_clients"]) == 6  # Krum kept one mixed model
+
+
+def test_pre_aggregators_keep_their_order_and_mix_before_a_filter():
+    models, g, ctx, X = _pre_round(n=8, seed=3)
+    # bucketing then NNM, both passed to the median: NNM mixes the 4 bucket means
+    defense = chain("bucketing", "nnm", "median", federation=Federation(8, 8), bucket_size=2,
+                    byzantine_client_num=1)
+    out = aggregate_round(Attacker(), Defender(defense), models, g, ctx, fedavg)
+    buckets, nnm = ctx.pre_aggregators
+    B = ref.mixed(X, ref.bucketing_matrix(8, 2, buckets.seed))
+    expected = ref.median(ref.mixed(B, ref.nnm_matrix(B, 1)))
+    atol = 16 * np.finfo(np.float32).eps * np.abs(X).max()
+    assert np.allclose(flat(out), expected, rtol=0, atol=atol)
+    # NNM before a filter mixes the models itself: clipping then sees the mixed models
+    models, g, ctx, X = _pre_round(n=8, seed=3)
+    defense = chain("nnm", "norm_diff_clipping", federation=Federation(8, 8), norm_bound=1.0,
+                    byzantine_client_num=1)
+    out = aggregate_round(Attacker(), Defender(defense), models, g, ctx, fedavg)
+    assert ctx.pre_aggregators == []
+    gg = flat(g)
+    mixed = ref.mixed(X, ref.nnm_matrix(X, 1)) - gg
+    clipped = gg + mixed / np.maximum(1.0, np.linalg.norm(mixed, axis=1) / 1.0)[:, None]
+    expected = ref.mean(clipped, [c for c, _ in models])  # NNM keeps each client's count
+    assert np.allclose(flat(out), expected, rtol=0, atol=atol)

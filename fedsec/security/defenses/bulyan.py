@@ -18,10 +18,12 @@ class BulyanDefense(Defense):
     With f = ``byzantine_client_num`` and n >= 4f + 3: select theta = n - 2f models by applying
     Krum repeatedly to the remaining set, then per coordinate average the beta = theta - 2f
     selected values closest to their median (``fedsec.bulyan``). The models never selected are
-    reported in ``ctx.metrics["excluded_clients"]``.
+    reported in ``ctx.metrics["excluded_clients"]``. After a chain's pre-aggregators, on the
+    mixed updates (``pre=``).
     """
 
     stages = frozenset({Stage.ON_AGGREGATION})
+    accepts_pre = True
 
     @dataclass
     class Params:
@@ -36,6 +38,6 @@ class BulyanDefense(Defense):
     def defend_on_aggregation(self, models: list[ClientModel], global_model: StateDict,
                               ctx: RoundContext) -> StateDict:
         value, info = fedsec.bulyan(states(models), self.params.byzantine_client_num,
-                                    return_info=True)
+                                    return_info=True, pre=ctx.pre_aggregators or None)
         report_aggregation(ctx, info, len(models), "bulyan")
         return value

@@ -20,10 +20,12 @@ class CClipDefense(Defense):
         v <- v + (1/n) sum_i (w_i - v) min(1, tau / ||w_i - v||)
 
     (``fedsec.centered_clip(models, tau, iters, center=w_g)``). Every client is used with
-    weight 1/n; a far client moves v by at most tau / n.
+    weight 1/n; a far client moves v by at most tau / n. After a chain's pre-aggregators, on
+    the mixed updates (``pre=``).
     """
 
     stages = frozenset({Stage.ON_AGGREGATION})
+    accepts_pre = True
 
     @dataclass
     class Params:
@@ -33,6 +35,7 @@ class CClipDefense(Defense):
     def defend_on_aggregation(self, models: list[ClientModel], global_model: StateDict,
                               ctx: RoundContext) -> StateDict:
         value, info = fedsec.centered_clip(states(models), self.params.tau, self.params.iters,
-                                           center=global_model, return_info=True)
+                                           center=global_model, return_info=True,
+                                           pre=ctx.pre_aggregators or None)
         report_aggregation(ctx, info, len(models), "cclip")
         return value

@@ -16,14 +16,17 @@ class CoordinateWiseMedianDefense(Defense):
     distributed learning: towards optimal statistical rates").
 
     w_g[j] <- median_i w_i[j] for every coordinate j (an even count gives the mean of the two
-    middle values); sample counts are not used, as in the paper. ``fedsec.median``.
+    middle values); sample counts are not used, as in the paper. ``fedsec.median``, after a
+    chain's pre-aggregators with ``pre=``.
     """
 
     stages = frozenset({Stage.ON_AGGREGATION})
+    accepts_pre = True
 
     def defend_on_aggregation(self, models: list[ClientModel], global_model: StateDict,
                               ctx: RoundContext) -> StateDict:
-        value, info = fedsec.median(states(models), return_info=True)
+        value, info = fedsec.median(states(models), return_info=True,
+                                    pre=ctx.pre_aggregators or None)
         report_aggregation(ctx, info, len(models), "coordinate_wise_median")
         return value
 
@@ -33,11 +36,12 @@ class CoordinateWiseTrimmedMeanDefense(Defense):
     """Coordinate-wise trimmed mean (Yin et al., ICML 2018).
 
     Per coordinate j, drop the k = floor(beta n) smallest and k largest values of w_i[j] and
-    average the remaining n - 2k (unweighted, as in the paper). ``fedsec.trimmed_mean``;
-    requires 0 <= beta < 0.5.
+    average the remaining n - 2k (unweighted, as in the paper). ``fedsec.trimmed_mean``, after a
+    chain's pre-aggregators with ``pre=``; requires 0 <= beta < 0.5.
     """
 
     stages = frozenset({Stage.ON_AGGREGATION})
+    accepts_pre = True
 
     @dataclass
     class Params:
@@ -46,6 +50,7 @@ class CoordinateWiseTrimmedMeanDefense(Defense):
 
     def defend_on_aggregation(self, models: list[ClientModel], global_model: StateDict,
                               ctx: RoundContext) -> StateDict:
-        value, info = fedsec.trimmed_mean(states(models), self.params.beta, return_info=True)
+        value, info = fedsec.trimmed_mean(states(models), self.params.beta, return_info=True,
+                                          pre=ctx.pre_aggregators or None)
         report_aggregation(ctx, info, len(models), "coordinate_wise_trimmed_mean")
         return value

@@ -67,10 +67,12 @@ class RFADefense(Defense):
     w_g <- argmin_z sum_i a_i ||z - w_i||, a_i = n_i / sum_j n_j (sample counts), by smoothed
     Weiszfeld iterations z <- sum_i b_i w_i with b_i proportional to a_i / max(nu, ||z - w_i||)
     (``fedsec.geometric_median``). Reports ``ctx.metrics["client_weights"]`` (the final b_i)
-    and ``ctx.metrics["weiszfeld_iterations"]``.
+    and ``ctx.metrics["weiszfeld_iterations"]``. After a chain's pre-aggregators, the geometric
+    median of the mixed updates (``pre=``), unweighted: they have no sample counts.
     """
 
     stages = frozenset({Stage.ON_AGGREGATION})
+    accepts_pre = True
 
     @dataclass
     class Params:
@@ -82,9 +84,11 @@ class RFADefense(Defense):
 
     def defend_on_aggregation(self, models: list[ClientModel], global_model: StateDict,
                               ctx: RoundContext) -> StateDict:
-        value, info = fedsec.geometric_median(states(models), weights=counts(models),
+        pre = ctx.pre_aggregators or None
+        value, info = fedsec.geometric_median(states(models),
+                                              weights=None if pre else counts(models),
                                               nu=self.params.nu, max_iter=self.params.max_iter,
-                                              tol=self.params.tol, return_info=True)
+                                              tol=self.params.tol, return_info=True, pre=pre)
         report_aggregation(ctx, info, len(models), "rfa")
         if info.coefficients is not None:
             ctx.metrics["client_weights"] = {client_id(ctx, i): float(c)
