@@ -38,7 +38,8 @@ from . import baselines as B
 
 RULES = ("mean", "median", "trimmed_mean", "krum", "multi_krum", "geometric_median", "bulyan",
          "centered_clip", "meamed", "nnm_krum", "nnm_geometric_median", "nnm_median",
-         "bucketing_median")
+         "bucketing_median", "fltrust", "dnc", "flame", "mda", "monna", "caf", "smea",
+         "signguard", "clipped_clustering")
 BUCKET_SIZE = 2               # bucketing's s
 BUCKETING_SEED = 0
 BETA = 0.1                    # trimmed_mean's fraction cut at each end
@@ -51,7 +52,8 @@ BUSY_SHARE = 0.2              # flag timings taken while other processes used mo
 TARGET_CELL = (50, 10**6)
 FLOOR_TARGETS = {"mean": 1.3, "median": 2.0, "trimmed_mean": 2.0, "krum": 2.0, "multi_krum": 2.0,
                  "geometric_median": 3.0, "meamed": 2.0, "nnm_krum": 3.0,
-                 "nnm_geometric_median": 3.0, "nnm_median": 4.0}
+                 "nnm_geometric_median": 3.0, "nnm_median": 4.0, "fltrust": 3.0, "dnc": 3.0,
+                 "flame": 3.0, "mda": 3.0, "monna": 3.0, "caf": 3.0, "smea": 3.0}
 SPEEDUP_TARGETS = {"median": 10.0, "trimmed_mean": 10.0, "geometric_median": 10.0}
 
 FULL_GRID = {"n": (10, 50, 100), "d": (10**5, 10**6, 10**7)}
@@ -255,6 +257,16 @@ def fedsec_impls() -> dict[str, Impl]:
         "nnm_median": lambda c: fedsec.median(c.updates, pre=fedsec.pre.NNM(c.f)),
         "bucketing_median": lambda c: fedsec.median(
             c.updates, pre=fedsec.pre.Bucketing(BUCKET_SIZE, seed=BUCKETING_SEED)),
+        # The Gram-route rules. FLTrust's server update: the last (honest) client's.
+        "fltrust": lambda c: fedsec.fltrust(c.updates, c.updates[-1]),
+        "dnc": lambda c: fedsec.dnc(c.updates, c.f),
+        "flame": lambda c: fedsec.flame(c.updates),
+        "mda": lambda c: fedsec.mda(c.updates, c.f),
+        "monna": lambda c: fedsec.monna(c.updates, c.f, c.n - 1),
+        "caf": lambda c: fedsec.caf(c.updates, c.f),
+        "smea": lambda c: fedsec.smea(c.updates, c.f),
+        "signguard": lambda c: fedsec.signguard(c.updates),
+        "clipped_clustering": lambda c: fedsec.clipped_clustering(c.updates),
     }
 
 
@@ -338,6 +350,28 @@ def byzfl_impls() -> dict[str, Impl]:
         "meamed": lambda c: A.Meamed(f=c.f)(c.updates),
         "nnm_krum": lambda c: A.Krum(f=c.f)(A.NNM(f=c.f)(c.updates)),
         "nnm_median": lambda c: A.Median()(A.NNM(f=c.f)(c.updates)),
+        # MDA and SMEA enumerate every subset (slow beyond small n: --max-call-s skips them);
+        # CAF and SMEA estimate eigenvalues by one power iteration from a random start, so
+        # they differ from fedsec's exact ones.
+        "mda": lambda c: A.MDA(f=c.f)(c.updates),
+        "monna": lambda c: A.MoNNA(f=c.f, idx=c.n - 1)(c.updates),
+        "caf": lambda c: A.CAF(f=c.f)(c.updates),
+        "smea": lambda c: A.SMEA(f=c.f)(c.updates),
+    }
+
+
+def blades_impls() -> dict[str, Impl]:
+    """Blades' aggregators (its fllib package) on the list of client tensors. Its DnC draws
+    coordinates with torch's global generator; its Signguard counts signs over whole updates
+    and clusters them with k-means; a fresh Clippedclustering per call clips at this call's
+    median norm (its history is one call long): none is seeded like fedsec's, so they are
+    timed, not expected to agree."""
+    from fllib.aggregators import Clippedclustering, DnC, Signguard
+
+    return {
+        "dnc": lambda c: DnC(c.f)(list(c.stacked())),
+        "signguard": lambda c: Signguard()(list(c.stacked())),
+        "clipped_clustering": lambda c: Clippedclustering()(list(c.stacked())),
     }
 
 
@@ -361,7 +395,7 @@ def flwr_impls() -> dict[str, Impl]:
 
 SOURCES: dict[str, Callable[[], dict[str, Impl]]] = {  # the reference first: it checks the rest
     "torch": torch_impls, "fedsec": fedsec_impls, "numpy": numpy_impls, "byzfl": byzfl_impls,
-    "flwr": flwr_impls,
+    "flwr": flwr_impls, "blades": blades_impls,
 }
 
 
@@ -631,7 +665,10 @@ class Report:
                 "parameters": f"f = max(1, n//10) (krum, multi_krum with m = n - f); bulyan f = "
                               f"largest with n >= 4f + 3, capped at n//10; trimmed_mean beta = "
                               f"{BETA}; geometric_median nu=1e-6, tol=1e-6, max_iter=100; "
-                              "centered_clip tau = sqrt(d), center = zeros, iters = 1",
+                              "centered_clip tau = sqrt(d), center = zeros, iters = 1; "
+                              "dnc, mda, monna (trusted: the last client), caf, smea with the "
+                              "same f; fltrust's server update the last client's; flame, "
+                              "signguard, clipped_clustering with their defaults",
                 "memory": MEMORY_METHOD,
             },
             "options": vars(opts),

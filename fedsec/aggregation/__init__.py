@@ -18,8 +18,10 @@ from .info import AggregationInfo
 from .rules import (bulyan, centered_clip, geometric_median, krum, krum_scores, mean, median,
                     trimmed_mean)
 from .rules import meamed
+from .rules import caf, clipped_clustering, dnc, flame, fltrust, mda, monna, signguard, smea
 
 __all__ = ["mean", "median", "trimmed_mean", "krum_scores", "krum", "geometric_median",
            "bulyan", "centered_clip", "AggregationInfo", "NonFiniteUpdateError",
            "CudaUnavailableError", "build_info", "set_num_threads", "set_cpu_isa",
-           "meamed"]
+           "fltrust", "dnc", "flame", "mda", "monna", "caf", "smea", "signguard",
+           "clipped_clustering", "meamed"]

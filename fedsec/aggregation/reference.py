@@ -163,6 +163,285 @@ def centered_clip(X, tau, iters=1, center=None, D=None):
     return v
 
 
+# --- the Gram-route rules of fedsec.fltrust ... fedsec.clipped_clustering -------------------------
+
+# MDA and SMEA enumerate their m-subsets while C(n, m) m^2 is at most this (docs/api.md).
+EXACT_ENTRIES = 10**7
+
+
+def _subset_mean(X, subset, weights):
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)[list(subset)]
+    return mean(X[list(subset)], w)
+
+
+def _best_subset(n, m, score):
+    """The m-subset with the smallest score(subset): every subset in itertools.combinations
+    order while C(n, m) m^2 <= EXACT_ENTRIES (the first smallest wins), else greedily
+    (n - m times, remove the point whose removal leaves the smallest score, lowest index on
+    ties)."""
+    import itertools
+    import math
+
+    if math.comb(n, m) * m * m <= EXACT_ENTRIES:
+        best, best_score = None, np.inf
+        for subset in itertools.combinations(range(n), m):
+            s = score(list(subset))
+            if best is None or s < best_score:
+                best, best_score = list(subset), s
+        return best
+    remaining = list(range(n))
+    while len(remaining) > m:
+        scores = [score(remaining[:k] + remaining[k + 1:]) for k in range(len(remaining))]
+        remaining.pop(int(np.argmin(scores)))
+    return remaining
+
+
+def mda_selection(X, f, D=None):
+    """The n - f indices (ascending) of minimum-diameter averaging: the subset with the smallest
+    max_{i, j in S} ||x_i - x_j||."""
+    D = pairwise_sq_distances(X) if D is None else D
+    return _best_subset(len(X), len(X) - f, lambda s: D[np.ix_(s, s)].max())
+
+
+def mda(X, f, weights=None, D=None):
+    """Minimum-diameter averaging (El Mhamdi, Guerraoui, Rouault 2018): the (weighted) mean of
+    the n - f updates whose set has the smallest diameter."""
+    return _subset_mean(X, mda_selection(X, f, D), weights)
+
+
+def covariance_max_eigenvalue(Z):
+    """lambda_max of (1/m) sum_i (z_i - mean)(z_i - mean)^T of the m rows of Z: that of
+    (1/m) C C^T, C the centred rows (the same nonzero eigenvalues, an m x m problem)."""
+    centred = Z - Z.mean(axis=0)
+    return max(np.linalg.eigvalsh(centred @ centred.T)[-1], 0.0) / len(Z)
+
+
+def smea_selection(X, f):
+    """The n - f indices (ascending) of SMEA: the subset whose covariance has the smallest
+    largest eigenvalue."""
+    return _best_subset(len(X), len(X) - f, lambda s: covariance_max_eigenvalue(X[s]))
+
+
+def smea(X, f, weights=None):
+    """Smallest maximum eigenvalue averaging (Allouah et al. 2023; ByzFL's SMEA with exact
+    eigenvalues): the (weighted) mean of the n - f updates of smallest covariance spectrum."""
+    return _subset_mean(X, smea_selection(X, f), weights)
+
+
+def monna_selection(X, f, trusted):
+    """The n - f indices (ascending) nearest to X[trusted] (itself first, then by distance,
+    ties to the lower index)."""
+    dist = np.linalg.norm(X - X[trusted], axis=1)
+    dist[trusted] = -1.0
+    return sorted(np.argsort(dist, kind="stable")[:len(X) - f].tolist())
+
+
+def monna(X, f, trusted, weights=None):
+    """MoNNA (Farhadkhani et al. 2023): the (weighted) mean of the n - f nearest neighbours of
+    the trusted update."""
+    return _subset_mean(X, monna_selection(X, f, trusted), weights)
+
+
+def caf(X, f, return_details=False):
+    """The covariance-bound agnostic filter (Allouah, Guerraoui, Stephan 2025; ByzFL's CAF with
+    exact eigenpairs): from c = 1, while sum(c) > n - 2f: mu = sum c_i x_i / sum c, Sigma =
+    sum c_i (x_i - mu)(x_i - mu)^T / sum c with top eigenpair (lambda, v) (from the SVD of the
+    rows sqrt(c_i / sum c) (x_i - mu)); keep mu when lambda is the smallest so far;
+    tau_i = ((x_i - mu) . v)^2, c_i *= 1 - tau_i / max tau. Stops when Sigma is 0 or after 4n
+    steps. Returns the kept mu (with return_details: (mu, its coefficients, steps))."""
+    n = len(X)
+    c = np.ones(n)
+    best_a, best_lambda, steps = c / n, np.inf, 0
+    while c.sum() > n - 2 * f and steps < 4 * n:
+        steps += 1
+        a = c / c.sum()
+        mu = a @ X
+        Z = X - mu
+        _, s, vt = np.linalg.svd(np.sqrt(a)[:, None] * Z, full_matrices=False)
+        lam = s[0] ** 2
+        if lam < best_lambda:
+            best_a, best_lambda = a, lam
+        tau = (Z @ vt[0]) ** 2
+        if lam == 0 or tau.max() == 0:
+            break
+        c = c * (1 - tau / tau.max())
+    mu = best_a @ X
+    return (mu, best_a, steps) if return_details else mu
+
+
+def dnc_selection(X, f, subsample=10_000, iters=5, c=1.0, seed=0):
+    """Divide-and-Conquer's kept clients (Shejwalkar & Houmansadr 2021, Algorithm 2): iters
+    times, r = sorted(numpy Generator(seed).choice(d, b, replace=False)) (all coordinates when
+    b >= d), scores ((x_i[r] - mu) . v)^2 with v the top right singular vector of the centred
+    X[:, r], keep the floor(n - c f) lowest (ties to the lower index); the intersection."""
+    n, d = X.shape
+    rng = np.random.default_rng(seed)
+    good = set(range(n))
+    for _ in range(iters):
+        r = np.arange(d) if subsample >= d else np.sort(rng.choice(d, subsample, replace=False))
+        centred = X[:, r] - X[:, r].mean(axis=0)
+        v = np.linalg.svd(centred, full_matrices=False)[2][0]
+        scores = (centred @ v) ** 2
+        good &= set(np.argsort(scores, kind="stable")[:int(np.floor(n - c * f))].tolist())
+    return sorted(good)
+
+
+def dnc(X, f, weights=None, **kwargs):
+    """Divide-and-Conquer: the (weighted) mean of dnc_selection's clients."""
+    return _subset_mean(X, dnc_selection(X, f, **kwargs), weights)
+
+
+def _cosines(U):
+    """cos(u_i, u_j), 0 where a vector is zero."""
+    norms = np.linalg.norm(U, axis=1)
+    denominator = np.outer(norms, norms)
+    return np.clip(np.divide(U @ U.T, denominator, out=np.zeros((len(U), len(U))),
+                             where=denominator > 0), -1.0, 1.0)
+
+
+def _frame(X, center):
+    """The updates: X itself, or X - center."""
+    return X if center is None else X - np.asarray(center, dtype=np.float64)
+
+
+def _in_frame(value, center):
+    return value if center is None else np.asarray(center, dtype=np.float64) + value
+
+
+def fltrust(X, server_update, center=None, return_details=False):
+    """FLTrust (Cao et al. 2021): TS_i = max(0, cos(g_i, g_0)); sum_i TS_i (||g_0|| / ||g_i||)
+    g_i / sum_j TS_j, 0 when every TS_i is 0 (g_i = x_i, or x_i - center). With
+    return_details: (value, trust scores)."""
+    U = _frame(X, center)
+    g0 = np.asarray(server_update, dtype=np.float64)
+    norms, n0 = np.linalg.norm(U, axis=1), np.linalg.norm(g0)
+    denominator = norms * n0
+    cos = np.divide(U @ g0, denominator, out=np.zeros(len(U)), where=denominator > 0)
+    trust = np.clip(cos, 0.0, 1.0)
+    value = np.zeros(X.shape[1])
+    if trust.sum() > 0:
+        scaled = U[trust > 0] * (n0 / norms[trust > 0])[:, None]
+        value = trust[trust > 0] @ scaled / trust.sum()
+    value = _in_frame(value, center)
+    return (value, trust) if return_details else value
+
+
+def flame_admitted(X, center=None):
+    """FLAME's admitted clients: sklearn's HDBSCAN (min_cluster_size n//2 + 1, min_samples 1,
+    allow_single_cluster) on the cosine distances of the updates, the largest cluster; all
+    when there is none or n < 2."""
+    from sklearn.cluster import HDBSCAN
+
+    U = _frame(X, center)
+    n = len(U)
+    if n < 2:
+        return list(range(n))
+    distances = 1.0 - _cosines(U)
+    np.fill_diagonal(distances, 0.0)
+    labels = HDBSCAN(min_cluster_size=n // 2 + 1, min_samples=1, metric="precomputed",
+                     allow_single_cluster=True, copy=True).fit(distances).labels_
+    if (labels < 0).all():
+        return list(range(n))
+    sizes = [(labels == k).sum() for k in range(labels.max() + 1)]
+    return np.flatnonzero(labels == int(np.argmax(sizes))).tolist()
+
+
+def _clipped_mean(U, kept, bound, weights):
+    """The (weighted) mean over kept of u_i min(1, bound / ||u_i||)."""
+    norms = np.linalg.norm(U, axis=1)
+    safe = np.where(norms > 0, norms, 1.0)
+    scale = np.where(norms > 0, np.minimum(1.0, bound / safe), 1.0)  # norm 0: nothing to clip
+    return _subset_mean(U * scale[:, None], kept, weights)
+
+
+def flame(X, noise_lambda=0.001, seed=0, weights=None, center=None, return_noise=False):
+    """FLAME (Nguyen et al. 2022, Algorithm 1): the admitted updates clipped to the median norm
+    S of all updates, averaged, plus sigma z with sigma = noise_lambda * S and z the float32
+    standard normals of numpy's Generator(seed) (in float64). With return_noise: (value, the
+    noise added)."""
+    U = _frame(X, center)
+    S = np.median(np.linalg.norm(U, axis=1))
+    value = _clipped_mean(U, flame_admitted(X, center), S, weights)
+    noise = noise_lambda * S * np.random.default_rng(seed).standard_normal(
+        X.shape[1], dtype=np.float32).astype(np.float64)
+    if noise_lambda == 0:
+        noise = np.zeros(X.shape[1])
+    value = _in_frame(value + noise, center)
+    return (value, noise) if return_noise else value
+
+
+def signguard_selection(X, lower=0.1, upper=3.0, fraction=0.1, seed=0, center=None):
+    """SignGuard's kept clients (Xu et al. 2022, Algorithm 1): lower M < ||g_i|| < upper M
+    (M the median norm), and in the largest MeanShift cluster (sklearn's estimate_bandwidth
+    with quantile 0.5 over 50 samples, bin seeding, cluster_all False) of the fractions of
+    positive, zero and negative g_i on floor(fraction d) coordinates (at least 1) drawn by
+    numpy's Generator(seed) (sorted), each fraction divided by its largest over clients."""
+    from sklearn.cluster import MeanShift, estimate_bandwidth
+
+    U = _frame(X, center)
+    n, d = U.shape
+    norms = np.linalg.norm(U, axis=1)
+    M = np.median(norms)
+    by_norm = set(np.flatnonzero((norms > lower * M) & (norms < upper * M)).tolist())
+    size = max(1, int(np.floor(fraction * d)))
+    r = np.arange(d) if size >= d else np.sort(np.random.default_rng(seed).choice(d, size, replace=False))
+    V = U[:, r]
+    fractions = np.stack([(V > 0).mean(axis=1), (V == 0).mean(axis=1), (V < 0).mean(axis=1)], axis=1)
+    top = fractions.max(axis=0)
+    features = np.divide(fractions, top, out=np.zeros_like(fractions), where=top > 0)
+    cluster = set(range(n))
+    if n >= 2:
+        bandwidth = estimate_bandwidth(features, quantile=0.5, n_samples=50)
+        if bandwidth > 0:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Binning data failed")
+                labels = MeanShift(bandwidth=bandwidth, bin_seeding=True,
+                                   cluster_all=False).fit(features).labels_
+            if (labels >= 0).any():
+                sizes = [(labels == k).sum() for k in range(labels.max() + 1)]
+                cluster = set(np.flatnonzero(labels == int(np.argmax(sizes))).tolist())
+    return sorted(by_norm & cluster)
+
+
+def signguard(X, lower=0.1, upper=3.0, fraction=0.1, seed=0, weights=None, center=None):
+    """SignGuard: the (weighted) mean over the kept clients of g_i clipped to the median norm;
+    the zero update when none is kept."""
+    U = _frame(X, center)
+    kept = signguard_selection(X, lower, upper, fraction, seed, center)
+    if not kept:
+        return _in_frame(np.zeros(X.shape[1]), center)
+    return _in_frame(_clipped_mean(U, kept, np.median(np.linalg.norm(U, axis=1)), weights), center)
+
+
+def clipped_clustering_selection(X, center=None):
+    """Clipped clustering's kept clients (Li et al. 2023, Blades' Clippedclustering): sklearn's
+    AgglomerativeClustering (2 clusters, average linkage) on the cosine distances of the
+    updates (clipping does not change them), the larger cluster, client 0's on a tie."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    U = _frame(X, center)
+    n = len(U)
+    if n < 2:
+        return list(range(n))
+    distances = 1.0 - _cosines(U)
+    np.fill_diagonal(distances, 0.0)
+    labels = AgglomerativeClustering(n_clusters=2, metric="precomputed",
+                                     linkage="average").fit(distances).labels_
+    sizes = [(labels == k).sum() for k in (0, 1)]
+    label = labels[0] if sizes[0] == sizes[1] else int(np.argmax(sizes))
+    return np.flatnonzero(labels == label).tolist()
+
+
+def clipped_clustering(X, tau=None, weights=None, center=None):
+    """Clipped clustering: each update clipped to tau (default: the median norm), the
+    (weighted) mean of the larger cluster."""
+    U = _frame(X, center)
+    bound = np.median(np.linalg.norm(U, axis=1)) if tau is None else tau
+    return _in_frame(_clipped_mean(U, clipped_clustering_selection(X, center), bound, weights), center)
+
+
 # --- pre-aggregators: the matrices M of Y' = M Y (+ the remainder on the center) ----------------
 
 def nnm_matrix(X, f):

@@ -233,3 +233,20 @@ def medoid(D: np.ndarray, errors: np.ndarray | None = None) -> int | None:
     if len(possible) == 1 or high[first] <= low.min() * (1.0 + MEDOID_TIE):
         return first
     return None
+
+
+def cosine_similarities(G: np.ndarray) -> np.ndarray:
+    """cos(y_i, y_j) = G_ij / (||y_i|| ||y_j||) of the vectors whose Gram matrix is G, clipped
+    to [-1, 1] (rounding); a zero vector has cosine 0 with every vector, itself included."""
+    norms = np.sqrt(np.maximum(np.diag(G), 0.0))
+    denominator = np.outer(norms, norms)
+    cosines = np.divide(G, denominator, out=np.zeros_like(G), where=denominator > 0)
+    return np.clip(cosines, -1.0, 1.0)
+
+
+def cosine_distances(G: np.ndarray) -> np.ndarray:
+    """1 - cos(y_i, y_j) (in [0, 2]), with 0 on the diagonal: the precomputed metric of the
+    clustering rules (FLAME, clipped clustering)."""
+    D = 1.0 - cosine_similarities(G)
+    np.fill_diagonal(D, 0.0)
+    return D

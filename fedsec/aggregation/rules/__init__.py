@@ -12,6 +12,16 @@ from .geometric_median import geometric_median
 from .krum import krum, krum_scores
 from .mean import mean
 from .meamed import meamed
+from .fltrust import fltrust
+from .dnc import dnc
+from .flame import flame
+from .mda import mda
+from .monna import monna
+from .caf import caf
+from .smea import smea
+from .signguard import signguard
+from .clipped_clustering import clipped_clustering
 
 __all__ = ["mean", "median", "trimmed_mean", "krum_scores", "krum", "geometric_median",
-           "bulyan", "centered_clip", "meamed"]
+           "bulyan", "centered_clip", "fltrust", "dnc", "flame", "mda", "monna", "caf", "smea",
+           "signguard", "clipped_clustering", "meamed"]
