@@ -22,6 +22,15 @@ from .arc import ARCDefense
 from .bucketing import BucketingDefense
 from .meamed import MeamedDefense
 from .nnm import NNMDefense
+from .caf import CAFDefense
+from .clipped_clustering import ClippedClusteringDefense
+from .dnc import DnCDefense
+from .flame import FLAMEDefense
+from .fltrust import FLTrustDefense
+from .mda import MDADefense
+from .monna import MoNNADefense
+from .signguard import SignGuardDefense
+from .smea import SMEADefense
 
 __all__ = ["BulyanDefense", "CClipDefense", "NormDiffClippingDefense",
            "CoordinateWiseMedianDefense", "CoordinateWiseTrimmedMeanDefense", "CRFLDefense",
@@ -30,4 +39,6 @@ __all__ = ["BulyanDefense", "CClipDefense", "NormDiffClippingDefense",
            "ThreeSigmaGeoMedianDefense", "ThreeSigmaFoolsGoldDefense", "AurorDefense",
            "FLDetectorDefense", "LASADefense", "ResidualBasedReweightingDefense",
            "RFLBATDefense", "DeepSightDefense",
-           "ARCDefense", "BucketingDefense", "MeamedDefense", "NNMDefense"]
+           "ARCDefense", "BucketingDefense", "MeamedDefense", "NNMDefense",
+           "CAFDefense", "ClippedClusteringDefense", "DnCDefense", "FLAMEDefense",
+           "FLTrustDefense", "MDADefense", "MoNNADefense", "SignGuardDefense", "SMEADefense"]

@@ -1,0 +1,42 @@
+"""The covariance-bound agnostic filter (Allouah, Guerraoui, Stephan 2025, as ByzFL defines it)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import fedsec
+
+from ..base import Federation
+from ..registry import register_defense
+from ._common import client_id
+from ._rule_defense import ByzantineParams, RuleDefense, check_majority
+
+
+@register_defense("caf", "covariance_bound_agnostic_filter")
+class CAFDefense(RuleDefense):
+    """Covariance-bound agnostic filter (Allouah, Guerraoui, Stephan, ICML 2025; ByzFL's CAF):
+    the local models' weights start at 1 and are filtered along the top eigenvector of their
+    weighted covariance until they sum to at most n - 2f; the new global model is the weighted
+    mean with the smallest top eigenvalue seen (``fedsec.caf``, exact eigenpairs). Sample
+    counts are not used, as in the paper. Requires n > 2f (f = ``byzantine_client_num``).
+    Reports the final weights in client_weights (a weight of 0 also in excluded_clients).
+
+    After a chain's pre-aggregators: the rule on the mixed models (``pre=``), unweighted
+    (mixed models have no sample counts).
+    """
+
+    accepts_pre = True
+
+    @dataclass
+    class Params(ByzantineParams):
+        pass
+
+    @classmethod
+    def validate(cls, params: "CAFDefense.Params", federation: Federation) -> None:
+        check_majority("CAF", params, federation)
+
+    def aggregate(self, models, weights, global_model, ctx, pre):
+        value, info = fedsec.caf(models, self.params.byzantine_client_num, return_info=True,
+                                 pre=pre)
+        ctx.metrics["client_weights"] = {client_id(ctx, i): float(c)
+                                         for i, c in enumerate(info.coefficients)}
+        return value, info

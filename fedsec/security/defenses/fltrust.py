@@ -1,0 +1,78 @@
+"""FLTrust (Cao, Fang, Liu, Gong 2021): the server's own update, trained on a clean root set,
+decides how much each client is trusted."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import fedsec
+
+from ..base import is_float
+from ..registry import register_defense
+from ._common import doc, report_weights
+from ._rule_defense import RuleDefense
+
+# The seed of the server's local training is derived as a client's is, from this id (no
+# client has it).
+SERVER_ID = -1
+
+
+@register_defense("fltrust")
+class FLTrustDefense(RuleDefense):
+    """FLTrust (Cao, Fang, Liu, Gong, NDSS 2021, "FLTrust: Byzantine-robust federated learning
+    via trust bootstrapping", Algorithm 1). The server holds a root set of
+    ``fltrust_root_size`` samples drawn uniformly without replacement, with
+    ``fltrust_root_seed``, from the experiment's training split (as the paper's root set is
+    drawn from the training data). Each round it trains the global model on it as a client
+    trains (``ctx.local_trainer``: the experiment's epochs, batch size, optimizer and learning
+    rate), and its update g_0 = w_s - w_g sets the trust of each client update
+    g_i = w_i - w_g: TS_i = ReLU(cos(g_i, g_0)); the new global model is
+    w_g + sum_i TS_i (||g_0|| / ||g_i||) g_i / sum_j TS_j (``fedsec.fltrust``), w_g itself when
+    every score is 0. Sample counts are not used, as in the paper.
+
+    The engine hands the training split over once with ``set_training_data(features, labels)``
+    (an engine without ctx.local_trainer and ctx.model_factory cannot run it). Reports the
+    trust scores in client_weights and the clients of score 0 in excluded_clients."""
+
+    @dataclass
+    class Params:
+        fltrust_root_size: int = doc(100, "samples in the server's root set (the paper's 100)",
+                                     ge=1)
+        fltrust_root_seed: int = doc(0, "seed of the draw of the root set", ge=0)
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.root: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def set_training_data(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Draw the root set from the experiment's training split."""
+        size = self.params.fltrust_root_size
+        if size > len(features):
+            raise ValueError(f"fltrust_root_size={size} is more than the {len(features)} "
+                             f"training samples")
+        rows = np.random.default_rng(self.params.fltrust_root_seed).choice(
+            len(features), size, replace=False)
+        index = torch.as_tensor(np.sort(rows), device=features.device)
+        self.root = (features.index_select(0, index), labels.index_select(0, index))
+
+    def server_update(self, global_model, ctx) -> dict:
+        """g_0: the global model trained on the root set, minus the global model."""
+        if self.root is None:
+            raise ValueError("fltrust has no root set: the engine must hand it the training "
+                             "data (FLTrustDefense.set_training_data) before the first round")
+        if ctx.local_trainer is None or ctx.model_factory is None:
+            raise ValueError("fltrust trains the server's model with ctx.local_trainer and "
+                             "ctx.model_factory, which this engine does not provide")
+        model = ctx.model_factory()
+        device = next(model.parameters()).device
+        trained = ctx.local_trainer(model, self.root[0].to(device), self.root[1].to(device),
+                                    SERVER_ID, {})
+        return {k: trained[k].detach() - v for k, v in global_model.items() if is_float(v)}
+
+    def aggregate(self, models, weights, global_model, ctx, pre):
+        value, info = fedsec.fltrust(models, self.server_update(global_model, ctx),
+                                     center=global_model, return_info=True)
+        report_weights(ctx, info.scores)
+        return value, info
