@@ -20,8 +20,7 @@ from fedsec.fl.plot import run_label, run_title
 from fedsec.integrations.fedml import FedMLDefender
 from fedsec.matrix import load_matrix, run_matrix
 
-from test_fl_experiment import tiny
-from test_matrix import write_matrix
+from support.experiments import tiny, write_matrix
 
 KRUM = {"enable_defense": True, "defense_type": "krum", "byzantine_client_num": 1,
         "krum_param_m": 3}

@@ -19,7 +19,7 @@ import fedsec.threads as threads
 from fedsec.cli import main
 from fedsec.models import build_model
 
-from test_fl_experiment import tiny
+from support.experiments import tiny
 
 
 def test_budget_is_the_environment_or_the_available_cores(monkeypatch):

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import fedsec
-from conftest import (BACKEND_IDS, combine_atol, names, number, quantised_cloud, seed_of,
+from support.aggregation import (BACKEND_IDS, combine_atol, names, number, quantised_cloud, seed_of,
                       to_float64, to_form)
 from fedsec.aggregation import reference as ref
 

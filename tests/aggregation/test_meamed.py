@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import fedsec
-from conftest import TORCH_DTYPES, combine_atol, names, quantised_cloud, seed_of
+from support.aggregation import TORCH_DTYPES, combine_atol, names, quantised_cloud, seed_of
 from fedsec.aggregation import reference as ref
 
 

@@ -30,7 +30,7 @@ import pytest
 import torch
 
 import fedsec
-from conftest import (TORCH_DTYPES, acc_eps, bulyan_near_tie_alternative, combine_atol,
+from support.aggregation import (TORCH_DTYPES, acc_eps, bulyan_near_tie_alternative, combine_atol,
                       continuous_cloud, distance_atol, eps, form_supported, names, number,
                       quantised_cloud, seed_of, to_float64, to_form)
 from fedsec.aggregation import reference as ref

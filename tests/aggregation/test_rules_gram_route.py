@@ -24,7 +24,7 @@ import pytest
 import torch
 
 import fedsec
-from conftest import (TORCH_DTYPES, combine_atol, continuous_cloud, eps, quantised_cloud,
+from support.aggregation import (TORCH_DTYPES, combine_atol, continuous_cloud, eps, quantised_cloud,
                       seed_of)
 from fedsec.aggregation import reference as ref
 from fedsec.aggregation import solvers, spectral

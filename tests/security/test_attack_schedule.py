@@ -16,7 +16,7 @@ from fedsec.security.attacks._common import fixed_clients
 from fedsec.security.registry import names
 from fedsec.security.schedule import AttackWindow
 
-from conftest import names as message_names
+from support.aggregation import names as message_names
 
 
 def run(attack: dict, rounds: int = 8, total: int = 6, per_round: int = 6) -> list[dict]:

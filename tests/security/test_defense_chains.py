@@ -19,7 +19,7 @@ from fedsec.security import (Attacker, Defender, Defense, Federation, RoundConte
                              aggregate_round, build_defense, doc, fedavg)
 from fedsec.security.config import ChainSpec, ComponentSpec, parse_component
 
-from test_fl_experiment import tiny
+from support.experiments import tiny
 
 FED = Federation(10, 10)
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"

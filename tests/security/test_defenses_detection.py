@@ -24,7 +24,7 @@ from fedsec.security import Federation, Stage, build_defense
 from fedsec.security.attacks.label_flipping import LabelFlippingAttack
 from fedsec.security.base import client_id
 
-from test_fl_experiment import tiny, without_times
+from support.experiments import tiny, without_times
 
 CLEAN_MARGIN = 0.03
 BACKDOOR_WORKS, BACKDOOR_STOPPED = 0.9, 0.1

@@ -22,7 +22,7 @@ import torch
 
 from fedsec.fl import Experiment, parse_config
 
-from test_fl_experiment import tiny, without_times
+from support.experiments import tiny, without_times
 
 ROUNDS = 4
 CLEAN_MARGIN = 0.03

@@ -17,8 +17,8 @@ from fedsec.matrix.table import csv_table, markdown_table
 from fedsec.security import Attacker, Defender, aggregate_round, build_defense, fedavg
 from fedsec.security.detection import detection, down_weighted, left_out, mean_over_rounds
 
-from test_defenses import FED, make_round
-from test_fl_experiment import tiny
+from support.security import FED, make_round
+from support.experiments import tiny
 
 
 # --- hand cases -----------------------------------------------------------------------------------

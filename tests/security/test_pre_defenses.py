@@ -29,7 +29,7 @@ from fedsec.fl import Experiment, parse_config
 from fedsec.security import (Attacker, Defender, Federation, RoundContext, aggregate_round,
                              build_defense)
 
-from conftest import names, number
+from support.aggregation import names, number
 
 FED = Federation(client_num_in_total=12, client_num_per_round=12)
 

@@ -22,9 +22,9 @@ from fedsec.matrix.index import write_index
 from fedsec.matrix.report import config_commit, write_report
 from fedsec.matrix.results import CellResult, SeedResult
 
-from test_matrix import QUOTE, write_matrix
+from support.experiments import QUOTE, write_matrix
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAPER = Path(os.environ.get("FEDSEC_PAPER_TEXT",
                             ROOT.parent / "shared" / "papers" / "fedmlsecurity.txt"))
 

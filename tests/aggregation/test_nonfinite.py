@@ -12,7 +12,7 @@ import torch
 
 import fedsec
 from fedsec.aggregation import reference as ref
-from conftest import (RULE_CASE_IDS, as_numpy64, combine_atol, names, quantised_cloud, rule_case, seed_of,
+from support.aggregation import (RULE_CASE_IDS, as_numpy64, combine_atol, names, quantised_cloud, rule_case, seed_of,
                       to_float64, to_form)
 
 N_FINITE, D = 9, 1001

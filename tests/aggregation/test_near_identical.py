@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fedsec
-from conftest import (as_numpy64, bulyan_near_tie_alternative, client_scales, combine_atol, rounded,
+from support.aggregation import (as_numpy64, bulyan_near_tie_alternative, client_scales, combine_atol, rounded,
                       to_float64, to_form)
 from fedsec.aggregation import reference as ref
 

@@ -21,8 +21,8 @@ import yaml
 from fedsec.cli import main
 from fedsec.fl import Experiment, RunDir, RunDirError, parse_config, run_experiment
 
-from test_fl_experiment import tiny, without_times
-from test_fl_run import STATEFUL, records
+from support.experiments import tiny, without_times
+from support.experiments import STATEFUL, records
 
 LONG = {**STATEFUL, "train_args": {**STATEFUL["train_args"], "comm_round": 12}}
 

@@ -13,31 +13,10 @@ import torch
 from fedsec.fl import Experiment, parse_config
 from fedsec.security import Attack, Defense, Stage
 
-TIMES = ("round_time_s", "aggregation_time_s", "train_time_s", "eval_time_s")
-
-
-def tiny(**sections) -> dict:
-    """10 iid clients on 2,000 digits, logistic regression, 3 rounds; ``sections`` merged in."""
-    raw = {"data_args": {"dataset": "digits", "partition_method": "iid", "train_size": 2000,
-                         "test_size": 1000},
-           "model_args": {"model": "lr"},
-           "train_args": {"client_num_in_total": 10, "client_num_per_round": 10,
-                          "comm_round": 3, "batch_size": 20, "learning_rate": 0.1}}
-    for name, body in sections.items():
-        raw[name] = {**raw.get(name, {}), **body}
-    return raw
-
+from support.experiments import BYZANTINE, tiny, without_times
 
 def run(raw: dict) -> list[dict]:
     return list(Experiment(parse_config(raw)).rounds())
-
-
-def without_times(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMES} for r in records]
-
-
-BYZANTINE = {"enable_attack": True, "attack_type": "byzantine", "attack_mode": "random",
-             "byzantine_client_num": 2}
 
 
 @pytest.mark.parametrize("model,dataset,options", [

@@ -15,47 +15,7 @@ from fedsec.cli import main
 from fedsec.fl.config import ConfigError
 from fedsec.matrix import load_matrix, run_matrix
 
-from test_fl_experiment import tiny
-
-BYZANTINE = {"enable_attack": True, "attack_type": "byzantine", "attack_mode": "random",
-             "byzantine_client_num": 2}
-KRUM = {"enable_defense": True, "defense_type": "krum", "byzantine_client_num": 2,
-        "krum_param_m": 5}
-
-
-QUOTE = "Krum exhibits resilience, effectively neutralizing the negative impact of the attacks"
-SETTING = {"dataset": {"paper": "CIFAR-10", "here": "digits", "why": "shipped with fedsec"},
-           "model": {"paper": "ResNet-20", "here": "lr", "why": "fast on a CPU"},
-           "clients": {"paper": 10, "here": 10}, "malicious": {"paper": 1, "here": 2,
-                                                               "why": "a stronger attack"},
-           "m": {"paper": 5, "here": 5},
-           "rounds": {"paper": "not stated", "here": 2, "why": "a test"}}
-
-
-def write_matrix(folder, **extra):
-    (folder / "base.yaml").write_text(yaml.safe_dump(tiny(train_args={"comm_round": 2})))
-    matrix = {"title": "Tiny: Byzantine vs m-Krum", "base": "base.yaml", "seeds": 2,
-              "axes": {"attack": {"none": {"attack_args": {"enable_attack": False}},
-                                  "byzantine": {"attack_args": BYZANTINE}},
-                       "defense": {"fedavg": {"defense_args": {"enable_defense": False}},
-                                   "m-krum": {"defense_args": KRUM}}},
-              "setting": SETTING,
-              "claims": [{"claim": "m-Krum restores accuracy under Byzantine clients",
-                          "source": "FedMLSecurity, Exp3, Section 5.1",
-                          "quote": QUOTE, "expected": "holds",
-                          "metric": "final_test_accuracy",
-                          "left": {"attack": "byzantine", "defense": "m-krum"}, "op": ">=",
-                          "right": {"attack": "none", "defense": "fedavg"}, "margin": -0.2},
-                         {"claim": "Byzantine clients do not hurt FedAvg", "source": "none",
-                          "expected": "holds", "metric": "final_test_accuracy",
-                          "left": {"attack": "byzantine", "defense": "fedavg"}, "op": ">=",
-                          "right": {"attack": "none", "defense": "fedavg"}, "margin": -0.05,
-                          "note": "random models weigh 2/10 of the average here"}],
-              **extra}
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(matrix, sort_keys=False))
-    return path
-
+from support.experiments import QUOTE, tiny, write_matrix
 
 def test_tiny_matrix_writes_table_figures_and_report(tmp_path):
     matrix = load_matrix(write_matrix(tmp_path))
@@ -158,7 +118,7 @@ def test_bad_matrix_configs(tmp_path, extra, message):
 def test_every_shipped_paper_matrix_loads_with_every_cell_valid():
     from pathlib import Path
 
-    folder = Path(__file__).resolve().parents[1] / "configs" / "paper"
+    folder = Path(__file__).resolve().parents[2] / "configs" / "paper"
     matrices = [p for p in sorted(folder.glob("*.yaml")) if "axes" in yaml.safe_load(p.read_text())]
     assert len(matrices) >= 12
     for path in matrices:
@@ -197,7 +157,7 @@ def test_docs_list_every_claim_metric():
 
     from fedsec.matrix.config import METRICS
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "experiments.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "experiments.md").read_text()
     listed = doc[doc.index("Metrics a claim can name"):]
     assert all(f"`{m}`" in listed for m in METRICS)
 

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -17,18 +16,7 @@ import yaml
 from fedsec.cli import main
 from fedsec.fl import Experiment, parse_config, run_experiment
 
-from test_fl_experiment import BYZANTINE, tiny, without_times
-
-STATEFUL = tiny(attack_args=BYZANTINE,
-                defense_args={"enable_defense": True, "defense_type": "foolsgold"},
-                train_args={"federated_optimizer": "FedOpt", "server_optimizer": "adam",
-                            "server_lr": 0.05, "comm_round": 5})
-
-
-def records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
+from support.experiments import STATEFUL, records, tiny, without_times
 def test_run_writes_config_metrics_summary_and_plot(tmp_path):
     config = parse_config(tiny())
     summary = run_experiment(config, tmp_path / "run", progress=False)

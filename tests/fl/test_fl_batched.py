@@ -15,7 +15,7 @@ from fedsec.fl.batched import ClientData, batching_obstacle, batching_pays, trai
 from fedsec.fl.client import LocalTraining, train_local
 from fedsec.models import build_model
 
-from test_fl_experiment import tiny, without_times
+from support.experiments import tiny, without_times
 
 # (model, input shape, classes, options, language model)
 MODELS = {

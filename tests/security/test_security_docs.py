@@ -13,7 +13,7 @@ import yaml
 from fedsec.security import (Attacker, Defender, Federation, RoundContext, aggregate_round,
                              build_defense)
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "security.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 
 
 def _blocks(language: str) -> list[str]:

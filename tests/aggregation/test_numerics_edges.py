@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import fedsec
-from conftest import (TORCH_DTYPES, combine_atol, continuous_cloud, distance_atol, eps, names,
+from support.aggregation import (TORCH_DTYPES, combine_atol, continuous_cloud, distance_atol, eps, names,
                       quantised_cloud, rounded, seed_of)
 from fedsec.aggregation import reference as ref
 

@@ -131,7 +131,7 @@ def test_every_config_key_is_in_the_reference():
 
     from fedsec.fl.config import SECTIONS, ModelArgs
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "experiments.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "experiments.md").read_text()
     for section, cls in SECTIONS.items():
         assert f"\n{section}:" in doc, section
         for f in dataclasses.fields(cls):

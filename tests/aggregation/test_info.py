@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import fedsec
-from conftest import (RULE_CASE_IDS, as_numpy64, quantised_cloud, rule_case, seed_of,
+from support.aggregation import (RULE_CASE_IDS, as_numpy64, quantised_cloud, rule_case, seed_of,
                       to_float64, to_form)
 from fedsec.aggregation import reference as ref
 

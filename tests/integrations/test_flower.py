@@ -43,7 +43,7 @@ except ImportError as exc:  # the tests that need Flower skip, one by one
     FLWR_MISSING = str(exc)
 
 from fedsec.models import build_model  # noqa: E402
-from conftest import readme_python_blocks  # noqa: E402
+from support.readme import readme_python_blocks  # noqa: E402
 
 needs_flwr = pytest.mark.skipif(FLWR_MISSING is not None,
                                 reason=f'flwr is not installed (pip install "fedsec[flower]"): '

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fedsec
-from conftest import names, number, require_cuda_or_skip, to_form
+from support.aggregation import names, number, require_cuda_or_skip, to_form
 
 N, D = 5, 12
 

@@ -1,4 +1,4 @@
-"""Every rule on every backend against the float64 references of tests/reference.py.
+"""Every rule on every backend against the float64 references of fedsec/aggregation/reference.py.
 
 Seeded random inputs over n in {1, 2, 3, 5, 17, 64}, d in {1, 7, 1000, 65537} (d = 65537 with
 n = 64 only for mean, median, krum_scores and krum, to keep the suite fast), f up to its limit;
@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import fedsec
-from conftest import (TORCH_DTYPES, acc_eps, cached_distances, combine_atol, continuous_cloud,
+from support.aggregation import (TORCH_DTYPES, acc_eps, cached_distances, combine_atol, continuous_cloud,
                       distance_atol, eps, quantised_cloud, seed_of)
 from fedsec.aggregation import reference as ref
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import fedsec
-from conftest import as_numpy64
+from support.aggregation import as_numpy64
 
 
 def _t(rows, backend, dtype=torch.float64):

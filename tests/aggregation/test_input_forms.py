@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import fedsec
-from conftest import (BACKEND_IDS, BUFFER_KEY, NUMPY_DTYPES, RULE_CASE_IDS, TORCH_DTYPES, as_numpy64,
+from support.aggregation import (BACKEND_IDS, BUFFER_KEY, NUMPY_DTYPES, RULE_CASE_IDS, TORCH_DTYPES, as_numpy64,
                       buffer_value, call_rule, combine_atol, quantised_cloud, rule_case, seed_of, to_float64,
                       to_form)
 from fedsec.aggregation import reference as ref

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import readme_python_blocks
+from support.readme import readme_python_blocks
 from fedsec.integrations.fedml import FedMLAttacker, FedMLDefender
 
 README_SECTION = "Coming from FedML"
