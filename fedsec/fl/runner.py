@@ -54,8 +54,8 @@ def summarize(config: ExperimentConfig, records: list[dict[str, Any]]) -> dict[s
     agg = [r["aggregation_time_s"] for r in records if "aggregation_time_s" in r]
     out: dict[str, Any] = {
         "rounds": len(records),
-        "attack": config.attack.cls.name if config.attack else None,
-        "defense": config.defense.cls.name if config.defense else None,
+        "attack": config.attack.name if config.attack else None,
+        "defense": config.defense.name if config.defense else None,  # a chain: its members
         "final_test_accuracy": last.get("test_accuracy"),
         "final_test_loss": last.get("test_loss"),
         "best_test_accuracy": max((r["test_accuracy"] for r in tested), default=None),

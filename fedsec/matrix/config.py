@@ -60,10 +60,11 @@ import yaml
 
 from ..fl.config import ConfigError, ExperimentConfig, parse_config
 from ..fl.runner import resolve_config
+from ..security.detection import RUN_METRICS
 
 METRICS = ("final_test_accuracy", "best_test_accuracy", "final_test_loss",
            "final_backdoor_accuracy", "final_test_perplexity", "attackers_excluded",
-           "benign_excluded", "mean_aggregation_time_s", "total_round_time_s")
+           "benign_excluded", *RUN_METRICS, "mean_aggregation_time_s", "total_round_time_s")
 OPERATORS = (">=", "<=", ">", "<", "~=")
 REPLACED_SECTIONS = ("attack_args", "defense_args")
 KEYS = ("title", "description", "extends", "base", "set", "seeds", "level", "setting", "axes",

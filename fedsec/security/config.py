@@ -41,6 +41,10 @@ class ComponentSpec:
     def create(self) -> Component:
         return self.cls(self.params)
 
+    @property
+    def name(self) -> str:
+        return self.cls.name
+
     def as_args(self, kind: str) -> dict[str, Any]:
         """The YAML section back, every parameter spelled out (for a run's resolved config)."""
         return {f"enable_{kind}": True, f"{kind}_type": self.cls.name,
@@ -57,11 +61,16 @@ class ChainSpec:
     def create(self) -> DefenseChain:
         return DefenseChain([m.create() for m in self.members])
 
+    @property
+    def name(self) -> list[str]:
+        """The members' names, as ``defense_type`` lists them."""
+        return [m.cls.name for m in self.members]
+
     def as_args(self, kind: str = "defense") -> dict[str, Any]:
         """``defense_type`` as the list of members, every member's parameters flat beside it
         (a shared key once: its members hold one value)."""
         out: dict[str, Any] = {f"enable_{kind}": True,
-                               f"{kind}_type": [m.cls.name for m in self.members]}
+                               f"{kind}_type": self.name}
         for member in self.members:
             out.update(dataclasses.asdict(member.params))
         return out

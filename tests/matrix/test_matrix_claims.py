@@ -333,3 +333,10 @@ def test_shipped_settings_say_what_the_cells_run():
             assert malicious in rows["malicious"] or not malicious, (matrix.name, cell.label)
             if defense.get("defense_type") == "krum":
                 assert defense["krum_param_m"] in rows["m"], (matrix.name, cell.label)
+
+
+def test_a_claim_may_test_the_detection_metrics(tmp_path):
+    recall = claim("m-krum finds the attackers", ("byzantine", "m-krum"), ">=", value=0.9,
+                   metric="detection_recall")
+    matrix = load_matrix(write_matrix(tmp_path, claims=[recall]))
+    assert matrix.claims[0].metric == "detection_recall"

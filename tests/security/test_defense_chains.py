@@ -3,6 +3,7 @@ as the steps done by hand; the config refuses what cannot compose, naming the me
 resolved config round-trips through a run's config.yaml; the docs' example runs."""
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,6 +275,8 @@ def test_the_docs_chain_example_runs_and_its_config_round_trips(tmp_path):
     assert parse_config(stored).defense == config.defense
     records = RunDir(tmp_path / "run").records()
     assert len(records) == 2 and all("detection" in r for r in records)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["defense"] == example["defense_args"]["defense_type"]  # the members, in order
 
 
 # --- pre-aggregators in a chain ------------------------------------------------------------------
