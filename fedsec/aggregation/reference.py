@@ -174,11 +174,11 @@ def _subset_mean(X, subset, weights):
     return mean(X[list(subset)], w)
 
 
-def _best_subset(n, m, score):
+def _best_subset(n, m, score, drop=None):
     """The m-subset with the smallest score(subset): every subset in itertools.combinations
     order while C(n, m) m^2 <= EXACT_ENTRIES (the first smallest wins), else greedily
-    (n - m times, remove the point whose removal leaves the smallest score, lowest index on
-    ties)."""
+    (n - m times, remove the position drop(remaining) names, by default the point whose
+    removal leaves the smallest score, lowest index on ties)."""
     import itertools
     import math
 
@@ -191,6 +191,9 @@ def _best_subset(n, m, score):
         return best
     remaining = list(range(n))
     while len(remaining) > m:
+        if drop is not None:
+            remaining.pop(drop(remaining))
+            continue
         scores = [score(remaining[:k] + remaining[k + 1:]) for k in range(len(remaining))]
         remaining.pop(int(np.argmin(scores)))
     return remaining
@@ -198,9 +201,22 @@ def _best_subset(n, m, score):
 
 def mda_selection(X, f, D=None):
     """The n - f indices (ascending) of minimum-diameter averaging: the subset with the smallest
-    max_{i, j in S} ||x_i - x_j||."""
+    max_{i, j in S} ||x_i - x_j||. Greedy beyond the exact limit: drop the endpoint of the
+    farthest remaining pair (the first such pair i < j in row order) with the larger sum of
+    squared distances to the remaining points (i on ties)."""
     D = pairwise_sq_distances(X) if D is None else D
-    return _best_subset(len(X), len(X) - f, lambda s: D[np.ix_(s, s)].max())
+
+    def farthest_endpoint(remaining):
+        best, pair = -1.0, None
+        for a in range(len(remaining)):
+            for b in range(len(remaining)):
+                if D[remaining[a], remaining[b]] > best:
+                    best, pair = D[remaining[a], remaining[b]], (a, b)
+        a, b = pair
+        sums = [sum(D[remaining[x], r] for r in remaining) for x in (a, b)]
+        return a if sums[0] >= sums[1] else b
+
+    return _best_subset(len(X), len(X) - f, lambda s: D[np.ix_(s, s)].max(), farthest_endpoint)
 
 
 def mda(X, f, weights=None, D=None):
@@ -384,9 +400,11 @@ def signguard_selection(X, lower=0.1, upper=3.0, fraction=0.1, seed=0, center=No
     M = np.median(norms)
     by_norm = set(np.flatnonzero((norms > lower * M) & (norms < upper * M)).tolist())
     size = max(1, int(np.floor(fraction * d)))
-    r = np.arange(d) if size >= d else np.sort(np.random.default_rng(seed).choice(d, size, replace=False))
+    r = (np.arange(d) if size >= d
+         else np.sort(np.random.default_rng(seed).choice(d, size, replace=False)))
     V = U[:, r]
-    fractions = np.stack([(V > 0).mean(axis=1), (V == 0).mean(axis=1), (V < 0).mean(axis=1)], axis=1)
+    fractions = np.stack([(V > 0).mean(axis=1), (V == 0).mean(axis=1), (V < 0).mean(axis=1)],
+                         axis=1)
     top = fractions.max(axis=0)
     features = np.divide(fractions, top, out=np.zeros_like(fractions), where=top > 0)
     cluster = set(range(n))
@@ -439,7 +457,8 @@ def clipped_clustering(X, tau=None, weights=None, center=None):
     (weighted) mean of the larger cluster."""
     U = _frame(X, center)
     bound = np.median(np.linalg.norm(U, axis=1)) if tau is None else tau
-    return _in_frame(_clipped_mean(U, clipped_clustering_selection(X, center), bound, weights), center)
+    kept = clipped_clustering_selection(X, center)
+    return _in_frame(_clipped_mean(U, kept, bound, weights), center)
 
 
 # --- pre-aggregators: the matrices M of Y' = M Y (+ the remainder on the center) ----------------

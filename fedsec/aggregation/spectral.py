@@ -105,14 +105,15 @@ def subset_max_eigenvalues(G: np.ndarray, subsets: np.ndarray) -> np.ndarray:
     return np.maximum(np.linalg.eigvalsh(K / m)[:, -1], 0.0)
 
 
-def best_subset(n: int, m: int, score: Callable[[np.ndarray], np.ndarray]) -> tuple[list[int], bool]:
+def best_subset(n: int, m: int, score: Callable[[np.ndarray], np.ndarray],
+                drop: Callable[[list[int]], int] | None = None) -> tuple[list[int], bool]:
     """The m-subset of range(n) with the smallest ``score`` (a function of a [B, m] array of
     index rows, ascending within each row, returning B scores), and whether it is exact.
 
     Exact while C(n, m) m^2 <= EXACT_ENTRIES: every subset is scored and the first smallest in
     itertools.combinations order wins. Beyond, greedy: from all n, n - m times remove the
-    point whose removal leaves the smallest score (the lowest index on ties); exact for
-    m = n - 1."""
+    position ``drop(remaining)`` names, by default the point whose removal leaves the smallest
+    score (the lowest index on ties; exact for m = n - 1)."""
     if m >= n:
         return list(range(n)), True
     if math.comb(n, m) * m * m <= EXACT_ENTRIES:
@@ -127,9 +128,26 @@ def best_subset(n: int, m: int, score: Callable[[np.ndarray], np.ndarray]) -> tu
             k = int(np.argmin(scores))
             if scores[k] < best_score or best is None:
                 best, best_score = chunk[k].tolist(), scores[k]
-    remaining = list(range(n))
-    while len(remaining) > m:
+
+    def smallest_after(remaining: list[int]) -> int:
         candidates = np.array([remaining[:k] + remaining[k + 1:] for k in range(len(remaining))],
                               dtype=np.intp)
-        remaining.pop(int(np.argmin(score(candidates))))
+        return int(np.argmin(score(candidates)))
+
+    remaining = list(range(n))
+    while len(remaining) > m:
+        remaining.pop((drop or smallest_after)(remaining))
     return remaining, False
+
+
+def farthest_pair_drop(D: np.ndarray) -> Callable[[list[int]], int]:
+    """MDA's greedy step: of the farthest pair among ``remaining`` (the first in row order),
+    the endpoint with the larger sum of squared distances to the others (the first on ties).
+    Only removing an endpoint of that pair can shrink the diameter; the sums pick the one far
+    from the rest, also when several outliers share their farthest honest point."""
+    def drop(remaining: list[int]) -> int:
+        sub = D[np.ix_(remaining, remaining)]
+        i, j = np.unravel_index(int(np.argmax(sub)), sub.shape)
+        sums = sub.sum(axis=1)
+        return int(i) if sums[i] >= sums[j] else int(j)
+    return drop

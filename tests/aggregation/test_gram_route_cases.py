@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import fedsec
-from support.aggregation import (BACKEND_IDS, combine_atol, names, number, quantised_cloud, seed_of,
-                      to_float64, to_form)
+from support.aggregation import (combine_atol, names, number, quantised_cloud, seed_of,
+                                 to_float64, to_form)
 from fedsec.aggregation import reference as ref
 
 CPU_BACKENDS = ("native-cpu", "torch-cpu")
@@ -160,11 +160,11 @@ def test_signguard_separates_flipped_signs(backend):
 def test_clipped_clustering_by_hand(backend):
     # Cosine distances 0 within (1..4, 0) and within (0, 5), (0, 6), 1 across: two clusters,
     # the larger is 0..3. Norms 1..6: median 3.5; (4, 0) is clipped to (3.5, 0).
-    got, info = _run("clipped_clustering", [[1, 0], [2, 0], [3, 0], [4, 0], [0, 5], [0, 6]], backend)
+    rows = [[1, 0], [2, 0], [3, 0], [4, 0], [0, 5], [0, 6]]
+    got, info = _run("clipped_clustering", rows, backend)
     assert info.used == (0, 1, 2, 3)
     np.testing.assert_allclose(got, [(1 + 2 + 3 + 3.5) / 4, 0.0], rtol=1e-12)
-    got, _ = _run("clipped_clustering", [[1, 0], [2, 0], [3, 0], [4, 0], [0, 5], [0, 6]], backend,
-                  tau=1.5)  # the caller's bound: 1, 1.5, 1.5, 1.5 -> 5.5 / 4
+    got, _ = _run("clipped_clustering", rows, backend, tau=1.5)  # the caller's bound: 1, 1.5, 1.5, 1.5 -> 5.5 / 4
     np.testing.assert_allclose(got, [5.5 / 4, 0.0], rtol=1e-12)
 
 
@@ -200,7 +200,8 @@ def _form_cases(X):
     server = np.round((X.mean(axis=0) + rng.normal(0, 0.3, X.shape[1])) * 16) / 16
     return {
         "fltrust": ({"server_update": server}, lambda: ref.fltrust(X, server)),
-        "dnc": ({"f": 2, "subsample": 300, "iters": 3}, lambda: ref.dnc(X, 2, subsample=300, iters=3)),
+        "dnc": ({"f": 2, "subsample": 300, "iters": 3},
+                lambda: ref.dnc(X, 2, subsample=300, iters=3)),
         "flame": ({"noise_lambda": 0.01, "seed": 3}, lambda: ref.flame(X, 0.01, 3)),
         "mda": ({"f": 2}, lambda: ref.mda(X, 2)),
         "monna": ({"f": 2, "trusted": 5}, lambda: ref.monna(X, 2, 5)),

@@ -16,7 +16,8 @@ def mda(updates, f: int, weights=None, *, on_nonfinite: str = "exclude",
 
     The subsets are searched on the n x n distances: exactly while C(n, f) (n - f)^2 <= 10^7
     (the first smallest in itertools.combinations order), greedily beyond (f times, drop the
-    update whose removal leaves the smallest diameter; lowest index on ties). docs/api.md."""
+    endpoint of the farthest pair that is farther from the rest: spectral.farthest_pair_drop).
+    docs/api.md."""
     f = check("f", f, int, ge=0)
     ctx = AggregationContext("mda", updates, on_nonfinite, backend, pre)
     w = weights_of(weights, ctx.updates.n, ctx.pre)
@@ -26,7 +27,8 @@ def mda(updates, f: int, weights=None, *, on_nonfinite: str = "exclude",
         ctx.require(ctx.n > 2 * f, f"n > 2f; got n={ctx.n}, f={f}")
         D = solvers.squared_distances(gram.matrix)
         subset, _ = spectral.best_subset(ctx.n, ctx.n - f,
-                                         lambda s: spectral.subset_diameters(D, s))
+                                         lambda s: spectral.subset_diameters(D, s),
+                                         spectral.farthest_pair_drop(D))
         chosen = [ctx.active[i] for i in subset]
         a = normalised(ctx, w, chosen)
         value = ctx.combine(a, clients=chosen)

@@ -2,8 +2,6 @@
 Gram matrix."""
 from __future__ import annotations
 
-import numpy as np
-
 from ...params import check
 from .. import solvers
 from ..context import AggregationContext

@@ -1,14 +1,12 @@
 """Clipped clustering (Li et al. 2023, as Blades defines it), with the history of norms."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 import fedsec
 
 from ..registry import register_defense
-from ._common import diff_norm
+from ..state import diff_norm
 from ._rule_defense import RuleDefense
 
 
