@@ -41,9 +41,9 @@ def defense(name, **params) -> dict:
 def experiment(rounds: int = ROUNDS, **sections) -> Experiment:
     train = {"comm_round": rounds, **sections.pop("train_args", {})}
     exp = Experiment(parse_config(tiny(train_args=train, **sections)))
-    if getattr(exp.defender.defense, "name", "") == "fltrust":
+    if getattr(exp.defense, "name", "") == "fltrust":
         # The engine's hand-over of the training split (see the fltrust defense's docstring).
-        exp.defender.defense.set_training_data(exp.data.train_x, exp.data.train_y)
+        exp.defense.set_training_data(exp.data.train_x, exp.data.train_y)
     return exp
 
 
@@ -149,7 +149,7 @@ def test_clipped_clustering_history_resumes_exactly():
     sections = {"attack_args": SCALING, "defense_args": defense("clipped_clustering")}
     straight = experiment(5, **sections)
     records = list(straight.rounds())
-    assert len(straight.defender.defense.norms) == 5 * 10
+    assert len(straight.defense.norms) == 5 * 10
     first = experiment(5, **sections)
     head = [first.run_round() for _ in range(2)]
     buffer = io.BytesIO()
@@ -185,7 +185,8 @@ def test_fltrust_without_training_data_is_an_error():
     (defense("dnc", byzantine_client_num=4, dnc_filter_frac=2.5), r"byzantine_client_num=4.*c=2.5"),
     (defense("dnc", dnc_subsample=0), r"dnc_subsample=0"),
     (defense("flame", flame_noise_lambda=-1.0), r"flame_noise_lambda=-1"),
-    (defense("signguard", signguard_lower=3.0, signguard_upper=2.0), r"signguard_lower=3.*signguard_upper=2"),
+    (defense("signguard", signguard_lower=3.0, signguard_upper=2.0),
+     r"signguard_lower=3.*signguard_upper=2"),
     (defense("signguard", signguard_fraction=0.0), r"signguard_fraction=0"),
     (defense("fltrust", fltrust_root_size=0), r"fltrust_root_size=0"),
 ])
