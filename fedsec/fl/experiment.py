@@ -9,7 +9,9 @@ native weighted mean as FedAvg's aggregation and the federated optimizer's serve
 global model is evaluated. Every random choice is seeded from (seed, round, client), so a
 resumed run gives exactly the numbers of an uninterrupted one.
 
-An experiment owns its attacker, defender, model and optimizer: several can run in one process.
+An experiment owns its attack, defense, model and optimizer: several can run in one process.
+They receive the experiment's constants once (``Component.setup``); each round's state comes
+in its ``RoundContext``.
 """
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ import torch
 from ..data import load_dataset, partition
 from ..data.subset import subset
 from ..models import build_model, model_task, prepare_data
-from ..security import Attacker, Defender, RoundContext, StateDict, aggregate_round, fedavg
+from ..security import (RoundContext, Setting, Stage, StateDict, aggregate_round,
+                        defend_client_update, fedavg, is_malicious)
+from ..security.pipeline import hooks
 from .. import threads
 from .batched import ClientData, batching_obstacle, batching_pays, train_batched
 from .client import LocalResult, LocalTraining, train_local
@@ -48,8 +52,8 @@ class Experiment:
         c = config
         self.seed = c.common.random_seed
         self.device = _device(c.device.device)
-        self.attacker = Attacker(c.attack.create() if c.attack else None)
-        self.defender = Defender(c.defense.create() if c.defense else None)
+        self.attack = c.attack.create() if c.attack else None
+        self.defense = c.defense.create() if c.defense else None
         self.optimizer = build_optimizer(c.train)
         t = c.train
         self.training = LocalTraining(t.epochs, t.batch_size, t.client_optimizer,
@@ -77,6 +81,14 @@ class Experiment:
         self.test = (self.data.test_x.to(self.device), self.data.test_y.to(self.device))
         self.backdoor_test = self._backdoor_test_set()
         self.model = self.new_model()
+        setting = Setting(federation=c.federation, model_factory=self.new_model,
+                          client_learning_rate=t.learning_rate, comm_round=t.comm_round,
+                          server_learning_rate=t.server_lr,
+                          input_shape=tuple(self.data.input_shape),
+                          num_classes=self.data.num_classes)
+        for component in (self.attack, self.defense):
+            if component is not None:
+                component.setup(setting)
         self.batching = _client_batching(t.client_batching, self.model, c.model.model)
         self.training_flops = threads.forward_flops(self.model, self.test[0][:1])
         torch.manual_seed(self.seed)
@@ -99,7 +111,7 @@ class Experiment:
     def _backdoor_test_set(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Clean test samples with the attack's trigger, labelled with its target: accuracy
         on them is the backdoor's success rate (attacks that define ``backdoor_test_set``)."""
-        make = getattr(self.attacker.attack, "backdoor_test_set", None)
+        make = getattr(self.attack, "backdoor_test_set", None)
         return make(*self.test, num_classes=self.data.num_classes) if make else None
 
     def sample_clients(self, round_index: int) -> list[int]:
@@ -112,14 +124,10 @@ class Experiment:
                                                    t.client_num_per_round, replace=False))
 
     def _context(self, round_index: int, clients: list[int]) -> RoundContext:
-        t = self.config.train
         return RoundContext(round_index, list(clients), np.random.default_rng([self.seed,
                                                                                 round_index]),
-                            federation=self.config.federation, model_factory=self.new_model,
-                            client_learning_rate=t.learning_rate,
-                            client_batches={} if self.attacker.is_data_reconstruction_attack()
+                            client_batches={} if hooks(self.attack, Stage.DATA_RECONSTRUCTION)
                             else None,
-                            comm_round=t.comm_round, server_learning_rate=t.server_lr,
                             local_trainer=self._local_trainer(round_index))
 
     def _local_trainer(self, round_index: int):
@@ -149,7 +157,7 @@ class Experiment:
                                       in zip(clients, results) if result.first_batch is not None)
         train_time = time.perf_counter() - train_start
         models = self.optimizer.uploads(results, self.global_model)
-        new_global = aggregate_round(self.attacker, self.defender, models, self.global_model,
+        new_global = aggregate_round(self.attack, self.defense, models, self.global_model,
                                      ctx, fedavg, self.optimizer.step)
         rejected = _non_finite_entries(new_global)
         if not rejected:  # nothing writes into a global model in place: no copy needed
@@ -180,24 +188,43 @@ class Experiment:
             x, y = self.client_data[cid]
             seed = self.client_seed(ctx.round_index, cid)
             data, how = ClientData(x, y, seed, self.pool, self.pool_starts[cid]), self.training
-            if self.attacker.is_malicious(cid, ctx):
-                data = ClientData(*self.attacker.poison_data(x, y, cid, ctx), seed)
-                how = dataclasses.replace(how, **self.attacker.local_training(cid, ctx))
+            if is_malicious(self.attack, cid, ctx):
+                data = ClientData(*self.attack.poison_data(x, y, cid, ctx), seed)
+                how = dataclasses.replace(how, **self.attack.local_training(cid, ctx))
             work.append((how, data))
         if not self.batching:
-            return [train_local(self.model, self.global_model, d.features, d.labels, how,
-                                d.seed) for how, d in work]
+            results = [train_local(self.model, self.global_model, d.features, d.labels, how,
+                                   d.seed) for how, d in work]
+        else:
+            results = self._train_batched(work, ctx)
+        return [self._defend_upload(result, cid, ctx) for cid, result in zip(clients, results)]
+
+    def _train_batched(self, work: list[tuple[LocalTraining, ClientData]],
+                       ctx: RoundContext) -> list[LocalResult]:
         groups: dict[LocalTraining, list[int]] = {}
         for position, (how, _) in enumerate(work):
             groups.setdefault(how, []).append(position)
+        # the first batches: ground truth of a reconstruction, or a client-side defense's input
+        keep_first_batch = (ctx.client_batches is not None
+                            or hooks(self.defense, Stage.CLIENT_UPDATE))
         results: list[LocalResult | None] = [None] * len(work)
         for how, positions in groups.items():
             trained = train_batched(self.model, self.global_model,
                                     [work[p][1] for p in positions], how,
-                                    keep_first_batch=ctx.client_batches is not None)
+                                    keep_first_batch=keep_first_batch)
             for position, result in zip(positions, trained):
                 results[position] = result
         return results
+
+    def _defend_upload(self, result: LocalResult, client: int, ctx: RoundContext
+                       ) -> LocalResult:
+        """The client's result with its model as it uploads it: through the client-side
+        defense (Stage.CLIENT_UPDATE), on the batch its first step trained on."""
+        if not hooks(self.defense, Stage.CLIENT_UPDATE):
+            return result
+        state = defend_client_update(self.defense, result.state, self.global_model,
+                                     result.first_batch[0], client, ctx)
+        return dataclasses.replace(result, state=state)
 
     def _evaluates(self, round_index: int) -> bool:
         every = self.config.validation.frequency_of_the_test
@@ -224,17 +251,17 @@ class Experiment:
         """Everything the next round depends on (after ``self.round - 1`` finished)."""
         return {"round": self.round - 1, "global_model": self.global_model,
                 "optimizer": self.optimizer.state_dict(),
-                "attack": self.attacker.attack.state_dict() if self.attacker.attack else {},
-                "defense": self.defender.defense.state_dict() if self.defender.defense else {}}
+                "attack": self.attack.state_dict() if self.attack else {},
+                "defense": self.defense.state_dict() if self.defense else {}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.round = int(state["round"]) + 1
         self.global_model = {k: v.to(self.device) for k, v in state["global_model"].items()}
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.attacker.attack:
-            self.attacker.attack.load_state_dict(state["attack"])
-        if self.defender.defense:
-            self.defender.defense.load_state_dict(state["defense"])
+        if self.attack:
+            self.attack.load_state_dict(state["attack"])
+        if self.defense:
+            self.defense.load_state_dict(state["defense"])
 
 
 def _client_batching(mode: str, model: torch.nn.Module, name: str) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..security import ClientModel, StateDict
-from ..security.defenses._common import is_weight_param
+from ..security.state import is_weight_param
 from .client import LocalResult, sgd_normalizer
 from .config import TrainArgs
 

@@ -2,8 +2,9 @@
 
 Code written against FedML's security layer (``fedml.core.security``) moves with an import
 change: the classes keep FedML's names, methods and arguments (FedML's argument object, lists
-of ``(sample_count, OrderedDict)``) and hand the work to fedsec's ``Attacker`` and
-``Defender``. FedML's server aggregator makes, each round (``ServerAggregator``):
+of ``(sample_count, OrderedDict)``) and hand the work to fedsec's attack and defense through
+the stage functions of ``fedsec.security.pipeline`` (this facade is the only place with
+FedML's method names). FedML's server aggregator makes, each round (``ServerAggregator``):
 
     FedMLAttacker.get_instance().init(args); FedMLDefender.get_instance().init(args)
     if attacker.is_model_attack():
@@ -46,13 +47,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..security import (Attack, Attacker, ClientModel, Defender, Defense, Federation,
-                        RoundContext, StateDict, build_attack, build_defense, fedavg, resolve)
+from ..security import (Attack, ClientModel, Defense, Federation, RoundContext, Stage, StateDict,
+                        build_attack, build_defense, fedavg, resolve)
+from ..security.metrics import EXCLUDED_KEY
+from ..security.pipeline import hooks, poison_model
 
 FedMLModelList = list[tuple[float, OrderedDict[str, Any]]]
 BaseAggregation = Callable[..., Mapping]  # FedML's FedMLAggOperator.agg(args, raw_grad_list)
-
-EXCLUDED_KEY = "excluded_clients"
 
 # One round's hooks in the order FedML's aggregator calls them.
 _POISON, _BEFORE, _ON, _AFTER = range(4)
@@ -63,8 +64,7 @@ _ATTACKER_STREAM, _DEFENDER_STREAM = 0, 1
 class _Rounds:
     """The round contexts of one attacker or defender (see the module's docstring)."""
 
-    def __init__(self, federation: Federation, seed: int, stream: int) -> None:
-        self.federation = federation
+    def __init__(self, seed: int, stream: int) -> None:
         self.seed = seed
         self.stream = stream
         self.index = -1
@@ -78,8 +78,7 @@ class _Rounds:
             self.index += 1
             self.current = RoundContext(
                 round_index=self.index, client_ids=list(range(num_models or 0)),
-                rng=np.random.default_rng([self.seed, self.index, self.stream]),
-                federation=self.federation)
+                rng=np.random.default_rng([self.seed, self.index, self.stream]))
         elif num_models is not None and num_models != len(self.current.client_ids):
             raise ValueError(f"{where}: got {num_models} models, but this round kept "
                              f"{len(self.current.client_ids)} after its earlier hooks")
@@ -116,9 +115,10 @@ class _FedMLComponent:
         seed = getattr(args, "random_seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"args.random_seed must be an integer; got {seed!r}")
+        # built for the federation: FedML's args name no model, so its setting holds only that
         component = self.build(_section(args, self.kind, self.base), federation)
         self.args = args
-        self._rounds = _Rounds(federation, seed, self.stream)
+        self._rounds = _Rounds(seed, self.stream)
         return component
 
     def _context(self, stage: int, num_models: int | None, where: str) -> RoundContext:
@@ -134,33 +134,33 @@ class _FedMLComponent:
 
 
 class FedMLAttacker(_FedMLComponent):
-    """FedML's ``FedMLAttacker`` on a fedsec ``Attacker``."""
+    """FedML's ``FedMLAttacker`` on a fedsec attack."""
 
     kind, base, build, stream = "attack", Attack, staticmethod(build_attack), _ATTACKER_STREAM
 
     def __init__(self) -> None:
         super().__init__()
-        self.attacker = Attacker()
+        self.attack: Attack | None = None
 
     def init(self, args: Any) -> None:
         """Set up the attack ``args`` enables (``enable_attack``, ``attack_type``, ...)."""
-        self.attacker = Attacker(self._parse(args))
+        self.attack = self._parse(args)
 
     def is_attack_enabled(self) -> bool:
-        return self.attacker.is_attack_enabled()
+        return self.attack is not None
 
     def get_attack_types(self) -> str | None:
         """The attack's fedsec name (FedML's ``attack_type`` spelling may be an alias)."""
-        return self.attacker.attack.name if self.attacker.attack else None
+        return self.attack.name if self.attack else None
 
     def is_model_poisoning_attack(self) -> bool:
-        return self.attacker.is_model_poisoning_attack()
+        return hooks(self.attack, Stage.MODEL_POISONING)
 
     def is_data_poisoning_attack(self) -> bool:
-        return self.attacker.is_data_poisoning_attack()
+        return hooks(self.attack, Stage.DATA_POISONING)
 
     def is_data_reconstruction_attack(self) -> bool:
-        return self.attacker.is_data_reconstruction_attack()
+        return hooks(self.attack, Stage.DATA_RECONSTRUCTION)
 
     def poison_model(self, raw_client_grad_list: FedMLModelList,
                      extra_auxiliary_info: Mapping) -> FedMLModelList:
@@ -174,7 +174,8 @@ class FedMLAttacker(_FedMLComponent):
         models = _models(raw_client_grad_list, "poison_model")
         global_model = _global_model(extra_auxiliary_info, "poison_model")
         ctx = self._context(_POISON, len(models), "poison_model")
-        return _fedml_models(self.attacker.poison_model(models, global_model, ctx))
+        # No trial aggregation: FedML's attacker does not know the defender.
+        return _fedml_models(poison_model(self.attack, models, global_model, ctx))
 
     # FedML's spellings.
     is_model_attack = is_model_poisoning_attack
@@ -182,33 +183,33 @@ class FedMLAttacker(_FedMLComponent):
 
 
 class FedMLDefender(_FedMLComponent):
-    """FedML's ``FedMLDefender`` on a fedsec ``Defender``."""
+    """FedML's ``FedMLDefender`` on a fedsec defense (or defense chain)."""
 
     kind, base, build, stream = "defense", Defense, staticmethod(build_defense), _DEFENDER_STREAM
 
     def __init__(self) -> None:
         super().__init__()
-        self.defender = Defender()
+        self.defense: Defense | None = None
 
     def init(self, args: Any) -> None:
         """Set up the defense ``args`` enables (``enable_defense``, ``defense_type``, ...)."""
-        self.defender = Defender(self._parse(args))
+        self.defense = self._parse(args)
 
     def is_defense_enabled(self) -> bool:
-        return self.defender.is_defense_enabled()
+        return self.defense is not None
 
     def get_defense_types(self) -> str | None:
         """The defense's fedsec name (FedML's ``defense_type`` spelling may be an alias)."""
-        return self.defender.defense.name if self.defender.defense else None
+        return self.defense.name if self.defense else None
 
     def is_defense_before_aggregation(self) -> bool:
-        return self.defender.is_defense_before_aggregation()
+        return hooks(self.defense, Stage.BEFORE_AGGREGATION)
 
     def is_defense_on_aggregation(self) -> bool:
-        return self.defender.is_defense_on_aggregation()
+        return hooks(self.defense, Stage.ON_AGGREGATION)
 
     def is_defense_after_aggregation(self) -> bool:
-        return self.defender.is_defense_after_aggregation()
+        return hooks(self.defense, Stage.AFTER_AGGREGATION)
 
     def defend_before_aggregation(self, raw_client_grad_list: FedMLModelList,
                                   extra_auxiliary_info: Mapping | None = None) -> FedMLModelList:
@@ -220,7 +221,7 @@ class FedMLDefender(_FedMLComponent):
         if not self.is_defense_before_aggregation():
             return list(raw_client_grad_list)
         global_model = _global_model(extra_auxiliary_info, "defend_before_aggregation")
-        return _fedml_models(self.defender.defend_before_aggregation(models, global_model, ctx))
+        return _fedml_models(self.defense.defend_before_aggregation(models, global_model, ctx))
 
     def defend_on_aggregation(self, raw_client_grad_list: FedMLModelList,
                               base_aggregation_func: BaseAggregation | None = None,
@@ -234,7 +235,7 @@ class FedMLDefender(_FedMLComponent):
         ctx = self._context(_ON, len(models), "defend_on_aggregation")
         if self.is_defense_on_aggregation():
             global_model = _global_model(extra_auxiliary_info, "defend_on_aggregation")
-            return OrderedDict(self.defender.defend_on_aggregation(models, global_model, ctx))
+            return OrderedDict(self.defense.defend_on_aggregation(models, global_model, ctx))
         if base_aggregation_func is None:
             return OrderedDict(fedavg(models, {}, ctx))
         return OrderedDict(base_aggregation_func(args=self.args,
@@ -248,7 +249,7 @@ class FedMLDefender(_FedMLComponent):
         ctx = self._context(_AFTER, None, "defend_after_aggregation")
         if not self.is_defense_after_aggregation():
             return OrderedDict(aggregate)
-        return OrderedDict(self.defender.defend_after_aggregation(aggregate, ctx))
+        return OrderedDict(self.defense.defend_after_aggregation(aggregate, ctx))
 
     def get_malicious_client_idxs(self) -> list[int]:
         """Positions (in the round's first list) the defense excluded in the last round."""

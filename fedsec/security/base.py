@@ -7,7 +7,13 @@ state_dict)) and the last global model w_g:
 3. before-aggregation defenses: ``W_l = defense.defend_before_aggregation(W_l, w_g, ctx)``
 4. an on-aggregation defense replaces the aggregation: ``defense.defend_on_aggregation(...)``
 5. after-aggregation defenses: ``w_g = defense.defend_after_aggregation(w_g, ctx)``
-Client training: a malicious client's dataset goes through ``attack.poison_data`` first.
+Client training: a malicious client's dataset goes through ``attack.poison_data`` first, and
+each client's upload through ``defense.defend_client_update`` (a client-side defense such as
+Soteria) before the server, or a reconstruction attack observing it, sees it.
+
+What stays fixed for a whole experiment (the federation, the model, the learning rates, the
+data's shape) reaches a component once, through ``Component.setup(Setting(...))``, which every
+engine calls; ``RoundContext`` holds one round's state only.
 
 A component declares the stages it hooks in ``stages`` and its parameters as a dataclass
 ``Params`` whose fields are the YAML keys, each with its default, doc and bounds
@@ -41,6 +47,7 @@ class Stage(enum.Enum):
     BEFORE_AGGREGATION = "before_aggregation"
     ON_AGGREGATION = "on_aggregation"
     AFTER_AGGREGATION = "after_aggregation"
+    CLIENT_UPDATE = "client_update"
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,28 @@ class Federation:
                              f"must be <= client_num_in_total={self.client_num_in_total}")
 
 
+@dataclass(frozen=True)
+class Setting:
+    """The experiment's constants a component may need, given once by ``Component.setup``.
+    A field is None when the engine does not know it (the FedML facade knows no model): a
+    component that needs it says so when it runs (``Component.needs``) or falls back to a
+    documented default.
+
+    ``model_factory`` builds the model the state_dicts belong to; ``client_learning_rate`` is
+    the clients' SGD step; ``comm_round`` the experiment's number of rounds;
+    ``server_learning_rate`` the server's step on the averaged update (FedAvg: 1);
+    ``input_shape`` the shape of one input sample and ``num_classes`` the data's class count.
+    """
+
+    federation: Federation | None = None
+    model_factory: Callable[[], torch.nn.Module] | None = None
+    client_learning_rate: float | None = None
+    comm_round: int | None = None
+    server_learning_rate: float | None = None
+    input_shape: tuple[int, ...] | None = None
+    num_classes: int | None = None
+
+
 @dataclass
 class RoundContext:
     """One round as the components see it. ``client_ids[i]`` is the client whose model is
@@ -68,12 +97,8 @@ class RoundContext:
     ``keep_models``); ``metrics`` collects what components report (e.g. excluded clients) for the round's
     log; ``rng`` is seeded from the experiment's seed and the round, so choices are reproducible.
 
-    The simulation also passes what a reconstruction attack needs and what evaluates it:
-    ``model_factory`` builds the model the state_dicts belong to, ``client_learning_rate`` is the
-    clients' SGD step, and ``client_batches`` maps a client to the first (features, labels)
-    batch it trained on (ground truth, used only to score a reconstruction). ``comm_round`` is
-    the experiment's number of rounds and ``server_learning_rate`` the server's step on the
-    averaged update (FedAvg: 1), for components whose parameters default to them.
+    ``client_batches`` maps a client to the first (features, labels) batch it trained on this
+    round (ground truth, used only to score a reconstruction; None when nobody scores one).
     ``local_trainer(model, features, labels, client_id, overrides)`` trains ``model`` from the
     round's global model as that client trains (with ``overrides`` of its epochs / learning
     rate) and returns the trained state_dict, for attacks that train a malicious client
@@ -91,12 +116,7 @@ class RoundContext:
     client_ids: list[int]
     rng: np.random.Generator
     metrics: dict[str, Any] = field(default_factory=dict)
-    federation: Federation | None = None
-    model_factory: Callable[[], torch.nn.Module] | None = None
-    client_learning_rate: float | None = None
     client_batches: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
-    comm_round: int | None = None
-    server_learning_rate: float | None = None
     local_trainer: Callable[..., StateDict] | None = None
     aggregate: Callable[..., StateDict] | None = None
     pre_aggregators: list[Any] = field(default_factory=list)
@@ -130,9 +150,23 @@ class Component:
     name: ClassVar[str] = ""
     stages: ClassVar[frozenset[Stage]] = frozenset()
     Params: ClassVar[type] = NoParams
+    # Until an engine calls setup: nothing known (a drop-in call of a hook).
+    setting: Setting = Setting()
 
     def __init__(self, params: Any = None):
         self.params = params if params is not None else self.Params()
+
+    def setup(self, setting: Setting) -> None:
+        """Receive the experiment's constants, once, before the first round."""
+        self.setting = setting
+
+    def needs(self, key: str, what: str) -> Any:
+        """``self.setting.<key>``, or a ValueError saying that this component needs it."""
+        value = getattr(self.setting, key)
+        if value is None:
+            raise ValueError(f"{self.name or type(self).__name__} needs setting.{key} ({what}); "
+                             f"this engine did not give it (Component.setup(Setting(...)))")
+        return value
 
     @classmethod
     def validate(cls, params: Any, federation: Federation) -> None:
@@ -201,3 +235,9 @@ class Defense(Component):
 
     def defend_after_aggregation(self, global_model: StateDict, ctx: RoundContext) -> StateDict:
         return global_model
+
+    def defend_client_update(self, local: StateDict, global_model: StateDict,
+                             features: torch.Tensor, ctx: RoundContext) -> StateDict:
+        """The upload of a client that trained on the batch ``features`` from w_g (the
+        CLIENT_UPDATE stage); ``ctx.client_ids`` is that one client."""
+        return local

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..params import parse_fields
-from .base import Attack, Component, Defense, Federation, Stage
+from .base import Attack, Component, Defense, Federation, Setting, Stage
 from .pipeline import DEFENSE_STAGES, DefenseChain
 from .registry import resolve
 from .schedule import AttackWindow
@@ -78,12 +78,19 @@ class ChainSpec:
 
 def build_attack(args: Mapping | None, federation: Federation) -> Attack | None:
     spec = parse_component(Attack, args, federation)
-    return spec.create() if spec else None
+    return _for_federation(spec.create(), federation) if spec else None
 
 
 def build_defense(args: Mapping | None, federation: Federation) -> Defense | None:
     spec = parse_component(Defense, args, federation)
-    return spec.create() if spec else None
+    return _for_federation(spec.create(), federation) if spec else None
+
+
+def _for_federation(component: Component, federation: Federation) -> Component:
+    """A component built for ``federation`` knows it (its ``setting``) until an engine's
+    ``setup`` gives the whole experiment's constants."""
+    component.setup(Setting(federation=federation))
+    return component
 
 
 def parse_component(base: type, args: Mapping | None, federation: Federation

@@ -25,9 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from .attacks._common import MALICIOUS_KEY
 from .base import RoundContext
-from .defenses._common import EXCLUDED_KEY, WEIGHTS_KEY
+from .metrics import EXCLUDED_KEY, MALICIOUS_KEY, WEIGHTS_KEY
 
 DETECTION_KEY = "detection"
 DOWNWEIGHT_SHARE = 0.5

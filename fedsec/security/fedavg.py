@@ -5,7 +5,7 @@ from __future__ import annotations
 import fedsec
 
 from .base import ClientModel, RoundContext, StateDict
-from .defenses._common import report_aggregation
+from .metrics import report_aggregation
 
 
 def fedavg(models: list[ClientModel], global_model: StateDict, ctx: RoundContext) -> StateDict:

@@ -1,8 +1,12 @@
-"""The attacker and the defender of one experiment, and one round's aggregation through them.
+"""One round's security hooks: the attack and the defense (chain) of an experiment, called in
+the stages of the FedMLSecurity design (Han et al., Algorithm 2), the same for every engine.
 
-No singletons (FedML's are process-wide): an experiment owns its Attacker and Defender, so two
-experiments can run side by side in one process. The Attacker runs the attack's hooks only in
-the rounds of its schedule (``fedsec.security.schedule``), for every engine alike.
+The engines (the simulation, Flower's strategy and ClientApp, the FedML facade) own their
+attack and defense, and call them only through these functions: the server's round through
+``aggregate_round`` (or, for FedML's per-stage calls, its stage functions), a client's data
+through ``is_malicious``, a client's upload through ``defend_client_update``. An attack's
+hooks run only in the rounds of its schedule (``fedsec.security.schedule``); either component
+may be None (no attack, no defense).
 """
 from __future__ import annotations
 
@@ -11,58 +15,46 @@ import dataclasses
 import time
 from typing import Callable
 
-from .base import Attack, ClientModel, Defense, RoundContext, Stage, StateDict
+import torch
+
+from .base import (Attack, ClientModel, Component, Defense, RoundContext, Setting, Stage,
+                   StateDict)
 from .detection import report_detection
 from .schedule import AttackWindow
 
 
-class Attacker:
-    def __init__(self, attack: Attack | None = None):
-        self.attack = attack
-
-    def _has(self, stage: Stage) -> bool:
-        return self.attack is not None and stage in self.attack.stages
-
-    def attacks_in(self, ctx: RoundContext) -> bool:
-        """Whether the attack runs in this round (its schedule; always without one)."""
-        window = self.attack.params
-        return not isinstance(window, AttackWindow) or window.attacks_in(ctx.round_index)
-
-    def is_attack_enabled(self) -> bool:
-        return self.attack is not None
-
-    def is_model_poisoning_attack(self) -> bool:
-        return self._has(Stage.MODEL_POISONING)
-
-    def is_data_poisoning_attack(self) -> bool:
-        return self._has(Stage.DATA_POISONING)
-
-    def is_data_reconstruction_attack(self) -> bool:
-        return self._has(Stage.DATA_RECONSTRUCTION)
-
-    def is_malicious(self, client_id: int, ctx: RoundContext) -> bool:
-        return (self.is_data_poisoning_attack() and self.attacks_in(ctx)
-                and self.attack.is_malicious(client_id, ctx))
-
-    def poison_data(self, features, labels, client_id: int, ctx: RoundContext):
-        return self.attack.poison_data(features, labels, client_id, ctx)
-
-    def local_training(self, client_id: int, ctx: RoundContext) -> dict:
-        return self.attack.local_training(client_id, ctx)
-
-    def poison_model(self, models: list[ClientModel], global_model: StateDict,
-                     ctx: RoundContext) -> list[ClientModel]:
-        if not self.attacks_in(ctx):
-            return models
-        return self.attack.poison_model(models, global_model, ctx)
-
-    def reconstruct_data(self, models: list[ClientModel], global_model: StateDict,
-                         ctx: RoundContext) -> None:
-        if self.attacks_in(ctx):
-            self.attack.reconstruct_data(models, global_model, ctx)
+def hooks(component: Component | None, stage: Stage) -> bool:
+    """Whether ``component`` (None: none) hooks ``stage``."""
+    return component is not None and stage in component.stages
 
 
-DEFENSE_STAGES = (Stage.BEFORE_AGGREGATION, Stage.ON_AGGREGATION, Stage.AFTER_AGGREGATION)
+def attacks_in(attack: Attack, round_index: int) -> bool:
+    """Whether the attack runs in round ``round_index`` (its schedule; always without one)."""
+    window = attack.params
+    return not isinstance(window, AttackWindow) or window.attacks_in(round_index)
+
+
+def is_malicious(attack: Attack | None, client_id: int, ctx: RoundContext) -> bool:
+    """Whether ``client_id`` trains on poisoned data this round (then its data goes through
+    ``attack.poison_data`` and its training follows ``attack.local_training``)."""
+    return (hooks(attack, Stage.DATA_POISONING) and attacks_in(attack, ctx.round_index)
+            and attack.is_malicious(client_id, ctx))
+
+
+def defend_client_update(defense: Defense | None, local: StateDict, global_model: StateDict,
+                         features: torch.Tensor, client_id: int, ctx: RoundContext) -> StateDict:
+    """A client's upload after the client-side defenses (``Stage.CLIENT_UPDATE``), before the
+    server or a reconstruction attack sees it; the hook's context is the round's with
+    ``client_ids == [client_id]``."""
+    if not hooks(defense, Stage.CLIENT_UPDATE):
+        return local
+    client_ctx = dataclasses.replace(ctx, client_ids=[int(client_id)])
+    return defense.defend_client_update(local, global_model, features, client_ctx)
+
+
+# A chain's members run in this stage order (a client's upload first, then the server's).
+DEFENSE_STAGES = (Stage.CLIENT_UPDATE, Stage.BEFORE_AGGREGATION, Stage.ON_AGGREGATION,
+                  Stage.AFTER_AGGREGATION)
 
 
 class DefenseChain(Defense):
@@ -91,6 +83,17 @@ class DefenseChain(Defense):
 
     def at(self, stage: Stage) -> list[Defense]:
         return [m for m in self.members if stage in m.stages]
+
+    def setup(self, setting: Setting) -> None:
+        super().setup(setting)
+        for member in self.members:
+            member.setup(setting)
+
+    def defend_client_update(self, local: StateDict, global_model: StateDict,
+                             features: torch.Tensor, ctx: RoundContext) -> StateDict:
+        for member in self.at(Stage.CLIENT_UPDATE):
+            local = member.defend_client_update(local, global_model, features, ctx)
+        return local
 
     def defend_before_aggregation(self, models: list[ClientModel], global_model: StateDict,
                                   ctx: RoundContext) -> list[ClientModel]:
@@ -137,42 +140,11 @@ def _mix(pre_aggregators: list[Defense], models: list[ClientModel], global_model
     return models
 
 
-class Defender:
-    def __init__(self, defense: Defense | None = None):
-        self.defense = defense
-
-    def _has(self, stage: Stage) -> bool:
-        return self.defense is not None and stage in self.defense.stages
-
-    def is_defense_enabled(self) -> bool:
-        return self.defense is not None
-
-    def is_defense_before_aggregation(self) -> bool:
-        return self._has(Stage.BEFORE_AGGREGATION)
-
-    def is_defense_on_aggregation(self) -> bool:
-        return self._has(Stage.ON_AGGREGATION)
-
-    def is_defense_after_aggregation(self) -> bool:
-        return self._has(Stage.AFTER_AGGREGATION)
-
-    def defend_before_aggregation(self, models: list[ClientModel], global_model: StateDict,
-                                  ctx: RoundContext) -> list[ClientModel]:
-        return self.defense.defend_before_aggregation(models, global_model, ctx)
-
-    def defend_on_aggregation(self, models: list[ClientModel], global_model: StateDict,
-                              ctx: RoundContext) -> StateDict:
-        return self.defense.defend_on_aggregation(models, global_model, ctx)
-
-    def defend_after_aggregation(self, global_model: StateDict, ctx: RoundContext) -> StateDict:
-        return self.defense.defend_after_aggregation(global_model, ctx)
-
-
 Aggregation = Callable[[list[ClientModel], StateDict, RoundContext], StateDict]
 ServerStep = Callable[[StateDict, StateDict], StateDict]
 
 
-def aggregate_round(attacker: Attacker, defender: Defender, models: list[ClientModel],
+def aggregate_round(attack: Attack | None, defense: Defense | None, models: list[ClientModel],
                     global_model: StateDict, ctx: RoundContext,
                     base_aggregation: Aggregation,
                     server_step: ServerStep | None = None) -> StateDict:
@@ -183,37 +155,77 @@ def aggregate_round(attacker: Attacker, defender: Defender, models: list[ClientM
     optimizer on the pseudo-gradient ``aggregate - global_model`` (Reddi et al. 2021); the
     after-aggregation defenses see its result, the model the clients get next.
     ``ctx.metrics["aggregation_time_s"]``: the time of the defenses, the aggregation and the
-    server step (the attacks excluded)."""
-    if attacker.is_data_reconstruction_attack():
-        attacker.reconstruct_data(models, global_model, ctx)
-    if attacker.is_model_poisoning_attack():
-        ctx.aggregate = trial_aggregation(defender, global_model, ctx, base_aggregation)
-        models = attacker.poison_model(models, global_model, ctx)
-        ctx.aggregate = None
+    server step (the attacks excluded); ``ctx.metrics["detection"]`` with a defense."""
+    reconstruct_data(attack, models, global_model, ctx)
+    models = poison_model(attack, models, global_model, ctx,
+                          trial_aggregation(defense, global_model, ctx, base_aggregation))
     clients = list(ctx.client_ids)  # before a filter cuts them
     start = time.perf_counter()
-    new_global = _aggregate(defender, models, global_model, ctx, base_aggregation)
+    new_global = _aggregate(defense, models, global_model, ctx, base_aggregation)
     if server_step is not None:
         new_global = server_step(global_model, new_global)
-    if defender.is_defense_after_aggregation():
-        new_global = defender.defend_after_aggregation(new_global, ctx)
+    new_global = defend_after_aggregation(defense, new_global, ctx)
     ctx.metrics["aggregation_time_s"] = time.perf_counter() - start
-    if defender.is_defense_enabled():
+    if defense is not None:
         report_detection(ctx, clients)
     return new_global
 
 
-def _aggregate(defender: Defender, models: list[ClientModel], global_model: StateDict,
-               ctx: RoundContext, base_aggregation: Aggregation) -> StateDict:
-    """The before-aggregation defenses, then the on-aggregation one or ``base_aggregation``."""
-    if defender.is_defense_before_aggregation():
-        models = defender.defend_before_aggregation(models, global_model, ctx)
-    if defender.is_defense_on_aggregation():
-        return defender.defend_on_aggregation(models, global_model, ctx)
+def reconstruct_data(attack: Attack | None, models: list[ClientModel], global_model: StateDict,
+                     ctx: RoundContext) -> None:
+    """Stage 1: a reconstruction attack observes the uploads (in its rounds)."""
+    if hooks(attack, Stage.DATA_RECONSTRUCTION) and attacks_in(attack, ctx.round_index):
+        attack.reconstruct_data(models, global_model, ctx)
+
+
+def poison_model(attack: Attack | None, models: list[ClientModel], global_model: StateDict,
+                 ctx: RoundContext, trial: Callable[..., StateDict] | None = None
+                 ) -> list[ClientModel]:
+    """Stage 2: the models after a model-poisoning attack (in its rounds), which may try
+    candidates against the defense through ``ctx.aggregate = trial`` (None: the engine does
+    not know the defense)."""
+    if not (hooks(attack, Stage.MODEL_POISONING) and attacks_in(attack, ctx.round_index)):
+        return models
+    ctx.aggregate = trial
+    try:
+        return attack.poison_model(models, global_model, ctx)
+    finally:
+        ctx.aggregate = None
+
+
+def defend_before_aggregation(defense: Defense | None, models: list[ClientModel],
+                              global_model: StateDict, ctx: RoundContext) -> list[ClientModel]:
+    """Stage 3: the models the before-aggregation defenses let through (all without any)."""
+    if not hooks(defense, Stage.BEFORE_AGGREGATION):
+        return models
+    return defense.defend_before_aggregation(models, global_model, ctx)
+
+
+def defend_on_aggregation(defense: Defense | None, models: list[ClientModel],
+                          global_model: StateDict, ctx: RoundContext,
+                          base_aggregation: Aggregation) -> StateDict:
+    """Stage 4: the on-aggregation defense's aggregate, else ``base_aggregation``'s."""
+    if hooks(defense, Stage.ON_AGGREGATION):
+        return defense.defend_on_aggregation(models, global_model, ctx)
     return base_aggregation(models, global_model, ctx)
 
 
-def trial_aggregation(defender: Defender, global_model: StateDict, ctx: RoundContext,
+def defend_after_aggregation(defense: Defense | None, global_model: StateDict,
+                             ctx: RoundContext) -> StateDict:
+    """Stage 5: the new global model after the after-aggregation defenses."""
+    if not hooks(defense, Stage.AFTER_AGGREGATION):
+        return global_model
+    return defense.defend_after_aggregation(global_model, ctx)
+
+
+def _aggregate(defense: Defense | None, models: list[ClientModel], global_model: StateDict,
+               ctx: RoundContext, base_aggregation: Aggregation) -> StateDict:
+    """Stages 3 and 4."""
+    models = defend_before_aggregation(defense, models, global_model, ctx)
+    return defend_on_aggregation(defense, models, global_model, ctx, base_aggregation)
+
+
+def trial_aggregation(defense: Defense | None, global_model: StateDict, ctx: RoundContext,
                       base_aggregation: Aggregation) -> Callable[..., StateDict]:
     """``aggregate(models, client_ids)``: what the round's defenses would aggregate from a
     candidate list of local models (``RoundContext.aggregate``). Each call runs on a copy of
@@ -223,11 +235,11 @@ def trial_aggregation(defender: Defender, global_model: StateDict, ctx: RoundCon
     def aggregate(models: list[ClientModel], client_ids: list[int]) -> StateDict:
         trial = dataclasses.replace(ctx, client_ids=list(client_ids), metrics={},
                                     rng=copy.deepcopy(ctx.rng), aggregate=None)
-        saved = copy.deepcopy(defender.defense.state_dict()) if defender.defense else None
+        saved = copy.deepcopy(defense.state_dict()) if defense is not None else None
         try:
-            return _aggregate(defender, models, global_model, trial, base_aggregation)
+            return _aggregate(defense, models, global_model, trial, base_aggregation)
         finally:
             if saved is not None:
-                defender.defense.load_state_dict(saved)
+                defense.load_state_dict(saved)
 
     return aggregate

@@ -134,7 +134,7 @@ def simulation():
 
 @needs_flwr
 def test_simulation_multi_krum_excludes_both_attackers_every_round(simulation):
-    flipper = sorted(POISONER.attacker.attack.malicious_clients(NUM_NODES))
+    flipper = sorted(POISONER.attack.malicious_clients(NUM_NODES))
     assert len(flipper) == 1
     rounds = simulation["result"].train_metrics_clientapp
     assert sorted(rounds) == [1, 2]

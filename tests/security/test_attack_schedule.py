@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from fedsec.fl import Experiment, parse_config
-from fedsec.security import Attack, Attacker, Federation, RoundContext, build_attack
+from fedsec.security import Attack, Federation, RoundContext, build_attack
 from fedsec.security.attacks._common import fixed_clients
 from fedsec.security.registry import names
+from fedsec.security.pipeline import reconstruct_data
 from fedsec.security.schedule import AttackWindow
 
 from support.aggregation import names as message_names
@@ -58,11 +59,10 @@ def test_window_applies_to_reconstruction_and_to_every_hook():
                         "attack_frequency": 3}, Federation(4, 4))
     window = atk.params
     assert [r for r in range(10) if window.attacks_in(r)] == [2, 5, 8]
-    attacker = Attacker(atk)
     calls = []
     atk.reconstruct_data = lambda models, g, ctx: calls.append(ctx.round_index)
     for r in range(6):
-        attacker.reconstruct_data([], {}, RoundContext(r, [], np.random.default_rng(r)))
+        reconstruct_data(atk, [], {}, RoundContext(r, [], np.random.default_rng(r)))
     assert calls == [2, 5]
 
 
@@ -105,7 +105,7 @@ def test_defaults_keep_each_attacks_former_selection():
     assert byzantine.params.malicious_selection == "per_round"
     assert flipping.params.malicious_selection == "fixed"
     order = np.random.default_rng([3]).permutation(20)
-    ctx = RoundContext(7, list(range(6)), np.random.default_rng(0), federation=fed)
+    ctx = RoundContext(7, list(range(6)), np.random.default_rng(0))
     assert {c for c in range(20) if flipping.is_malicious(c, ctx)} == set(int(c) for c in order[:4])
 
 
@@ -115,7 +115,7 @@ def test_model_replacement_fixed_attacker():
                         "malicious_selection": "fixed", "seed": 2}, fed)
     (attacker,) = fixed_clients(2, 6, 1)
     for r in range(5):
-        ctx = RoundContext(r, list(range(6)), np.random.default_rng(r), federation=fed)
+        ctx = RoundContext(r, list(range(6)), np.random.default_rng(r))
         assert atk.attacker_id(ctx) == attacker
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import fedsec
-from fedsec.security import (Attack, Attacker, Defender, Federation, RoundContext, Stage,
+from fedsec.security import (Attack, Federation, RoundContext, Setting, Stage,
                              aggregate_round, build_attack)
 
 FED = Federation(client_num_in_total=20, client_num_per_round=6)
@@ -63,7 +63,7 @@ def assert_unchanged(models, global_model, snap):
 def ctx_for(n: int = 6, round_index: int = 0, seed: int = 0, ids=None, **extra) -> RoundContext:
     ids = list(range(100, 100 + n)) if ids is None else ids
     return RoundContext(round_index=round_index, client_ids=ids,
-                        rng=np.random.default_rng([seed, round_index]), federation=FED, **extra)
+                        rng=np.random.default_rng([seed, round_index]), **extra)
 
 
 def attack(attack_type: str, federation: Federation = FED, **params) -> Attack:
@@ -164,7 +164,7 @@ def test_byzantine_through_aggregate_round_with_mean():
     def fedavg(ms, g, c):
         return fedsec.mean([sd for _, sd in ms], weights=[n for n, _ in ms])
 
-    new = aggregate_round(Attacker(atk), Defender(None), models, wg, ctx, fedavg)
+    new = aggregate_round(atk, None, models, wg, ctx, fedavg)
     w = np.array([n for n, _ in models]) / sum(n for n, _ in models)
     expected = sum(w[i] * (2 * f64(wg["fc.bias"]) - f64(models[i][1]["fc.bias"]))
                    for i in range(4))
@@ -357,10 +357,10 @@ def test_dlg_reconstructs_tiny_mlp_input(use_idlg, tmp_path):
     other = {k: v + 0.01 for k, v in wg.items()}
     models = [(5.0, local), (5.0, other)]
     snap = snapshot(models, wg)
-    ctx = ctx_for(ids=[11, 12], model_factory=_tiny_mlp, client_learning_rate=lr,
-                  client_batches={11: (x, y)})
+    ctx = ctx_for(ids=[11, 12], client_batches={11: (x, y)})
     atk = attack("dlg", dlg_iterations=300, use_idlg=use_idlg, save_dir=str(tmp_path))
-    assert aggregate_round(Attacker(atk), Defender(None), models, wg, ctx,
+    atk.setup(Setting(federation=FED, model_factory=_tiny_mlp, client_learning_rate=lr))
+    assert aggregate_round(atk, None, models, wg, ctx,
                            lambda ms, gm, c: ms[0][1]) is local  # observes only
     assert_unchanged(models, wg, snap)
     report = ctx.metrics["dlg"]
@@ -449,7 +449,7 @@ def test_custom_attack_by_module_path_runs_through_aggregate_round():
     assert isinstance(atk, HalveAttack) and atk.params.factor == 0.25
     models, wg = make_round(3)
     ctx = ctx_for(3)
-    new = aggregate_round(Attacker(atk), Defender(None), models, wg, ctx,
+    new = aggregate_round(atk, None, models, wg, ctx,
                           lambda ms, g, c: fedsec.mean([sd for _, sd in ms]))
     expected = (0.25 * f64(models[0][1]["fc.bias"]) + f64(models[1][1]["fc.bias"])
                 + f64(models[2][1]["fc.bias"])) / 3

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import fedsec
-from fedsec.security import (Attacker, Defender, Federation, RoundContext, aggregate_round,
+from fedsec.security import (Federation, RoundContext, aggregate_round,
                              build_attack, build_defense, fedavg)
 from fedsec.security.attacks._common import fixed_clients
 
@@ -57,8 +57,7 @@ def flat(state) -> np.ndarray:
 
 def ctx_for(n: int, federation: Federation, round_index: int = 0, seed: int = 0
             ) -> RoundContext:
-    return RoundContext(round_index, list(range(n)), np.random.default_rng([seed, round_index]),
-                        federation=federation)
+    return RoundContext(round_index, list(range(n)), np.random.default_rng([seed, round_index]))
 
 
 def attack(federation: Federation, attack_type: str, **params):
@@ -374,16 +373,16 @@ def test_inf_updates_are_excluded_by_every_defense(defense):
     fed = Federation(n, n)
     models, wg = cloud(n, SHAPES["small"], seed=6, dtype=torch.float32)
     atk = attack(fed, "inf", byzantine_client_num=2)
-    defender = Defender(build_defense({"enable_defense": True, **defense}, fed) if defense
-                        else None)
+    defender = (build_defense({"enable_defense": True, **defense}, fed) if defense
+                else None)
     ctx = ctx_for(n, fed)
-    new = aggregate_round(Attacker(atk), defender, models, wg, ctx, fedavg)
+    new = aggregate_round(atk, defender, models, wg, ctx, fedavg)
     bad = ctx.metrics["malicious_clients"]
     assert len(bad) == 2 and set(bad) <= set(ctx.metrics["excluded_clients"])
     assert all("non-finite" in ctx.metrics["exclusion_reasons"][i] for i in bad)
     assert all(torch.isfinite(v).all() for v in new.values() if v.is_floating_point())
     benign = [models[i] for i in range(n) if i not in bad]
-    clean = aggregate_round(Attacker(), defender, benign, wg, ctx_for(n - 2, fed), fedavg)
+    clean = aggregate_round(None, defender, benign, wg, ctx_for(n - 2, fed), fedavg)
     np.testing.assert_allclose(flat(new), flat(clean), rtol=1e-6)
 
 
@@ -426,8 +425,8 @@ def test_optimal_factor_matches_byzfl_search_against_the_defense(variant, defens
     models, wg = cloud(n, SHAPES["wide"], seed=8)
     atk = attack(fed, variant, byzantine_client_num=m, **{f"{variant}_optimal": True})
     ctx = ctx_for(n, fed, seed=2)
-    new = aggregate_round(Attacker(atk), Defender(build_defense(
-        {"enable_defense": True, **defense}, fed)), models, wg, ctx, fedavg)
+    new = aggregate_round(atk, build_defense(
+        {"enable_defense": True, **defense}, fed), models, wg, ctx, fedavg)
     bad = ctx.metrics["malicious_clients"]
     B = known_rows(models, bad, "full")
     mu, w = B.mean(0), flat(wg)
@@ -461,8 +460,8 @@ def test_optimal_search_leaves_the_round_and_the_defense_state_as_they_were():
     def one_round(**alie):
         defense = build_defense({"enable_defense": True, "defense_type": "foolsgold"}, fed)
         ctx = ctx_for(n, fed, seed=3)
-        new = aggregate_round(Attacker(attack(fed, "alie", byzantine_client_num=2, **alie)),
-                              Defender(defense), models, wg, ctx, fedavg)
+        new = aggregate_round(attack(fed, "alie", byzantine_client_num=2, **alie),
+                              defense, models, wg, ctx, fedavg)
         return new, ctx.metrics, defense.state_dict()
 
     new, metrics, state = one_round(alie_optimal=True)
@@ -481,6 +480,6 @@ def test_optimal_without_defense_takes_every_step():
     fed = Federation(n, n)
     models, wg = cloud(n, SHAPES["small"], seed=1, equal_counts=True)
     ctx = ctx_for(n, fed)
-    aggregate_round(Attacker(attack(fed, "ipm", byzantine_client_num=2, ipm_optimal=True)),
-                    Defender(), models, wg, ctx, fedavg)
+    aggregate_round(attack(fed, "ipm", byzantine_client_num=2, ipm_optimal=True),
+                    None, models, wg, ctx, fedavg)
     assert ctx.metrics["ipm_epsilon"] == 10.0 * (2 ** 19 - 1)

@@ -70,7 +70,7 @@ def test_dba_global_trigger_succeeds_though_no_attacker_stamped_it():
     success = records[-1]["backdoor_accuracy"]
     assert success >= 0.8 and records[-1]["test_accuracy"] >= clean_accuracy() - 0.04
 
-    attack, model = experiment.attacker.attack, experiment.model
+    attack, model = experiment.attack, experiment.model
     model.load_state_dict(experiment.global_model)
     x, y = experiment.test
     keep = y != attack.params.target_label

@@ -23,7 +23,7 @@ import torch
 from fedsec.fl import Experiment, parse_config
 from fedsec.fl.client import LocalTraining, train_local
 from fedsec.fl.durability import backdoor_durability
-from fedsec.security import Federation, RoundContext, build_attack
+from fedsec.security import Federation, RoundContext, Setting, build_attack
 from fedsec.security.attacks.edge_case import continental_crossbar
 from fedsec.security.attacks.neurotoxin import benign_update, top_k_mask
 
@@ -37,7 +37,7 @@ def attack(name: str, federation: Federation = FED, **kw):
 
 def context(round_index: int = 0, federation: Federation = FED) -> RoundContext:
     return RoundContext(round_index, list(range(federation.client_num_per_round)),
-                        np.random.default_rng(round_index), federation=federation)
+                        np.random.default_rng(round_index))
 
 
 def images(shape, seed: int) -> np.ndarray:
@@ -250,6 +250,7 @@ def test_neurotoxin_upload_trains_only_the_unmasked_coordinates():
     torch.manual_seed(0)
     factory = lambda: torch.nn.Linear(16, 3)  # noqa: E731
     global_model = {k: v.detach().clone() for k, v in factory().state_dict().items()}
+    atk.setup(Setting(federation=federation, model_factory=factory))
     how = LocalTraining(2, 4, "sgd", 0.5, momentum=0.9)
     trained = []
 
@@ -262,7 +263,7 @@ def test_neurotoxin_upload_trains_only_the_unmasked_coordinates():
     models = []
     for r in range(2):
         ctx = context(r, federation)
-        ctx.local_trainer, ctx.model_factory = local_trainer, factory
+        ctx.local_trainer = local_trainer
         px, py = atk.poison_data(x, y, bad, ctx)
         honest = [(8.0, {k: v + 0.01 * (i + 1) * torch.randn_like(v)
                          for k, v in global_model.items()}) for i in range(4)]

@@ -16,7 +16,7 @@ import yaml
 import fedsec
 from fedsec.aggregation import reference as ref
 from fedsec.fl import RunDir, parse_config, run_experiment
-from fedsec.security import (Attacker, Defender, Defense, Federation, RoundContext, Stage,
+from fedsec.security import (Defense, Federation, RoundContext, Stage,
                              aggregate_round, build_defense, doc, fedavg)
 from fedsec.security.config import ChainSpec, ComponentSpec, parse_component
 
@@ -42,7 +42,7 @@ def round_of(updates: np.ndarray, shapes: list[tuple[int, ...]], seed: int = 0):
                 for k, (part, s) in enumerate(zip(np.split(flat, cuts), shapes))}
 
     models = [(10.0, state((g + u).astype(np.float32))) for u in updates]
-    ctx = RoundContext(0, list(range(len(updates))), np.random.default_rng(seed), federation=FED)
+    ctx = RoundContext(0, list(range(len(updates))), np.random.default_rng(seed))
     return models, state(g), ctx
 
 
@@ -66,9 +66,9 @@ def clip_then_median_reference(models, global_model, bound: float) -> np.ndarray
 def test_clipping_then_median_by_hand():
     # g = 0; updates (3, 4), (0, 1), (6, 8) clipped to norm 2.5: (1.5, 2), (0, 1), (1.5, 2).
     models = [(1.0, {"w": torch.tensor(v)}) for v in ([3.0, 4.0], [0.0, 1.0], [6.0, 8.0])]
-    ctx = RoundContext(0, [0, 1, 2], np.random.default_rng(0), federation=Federation(3, 3))
+    ctx = RoundContext(0, [0, 1, 2], np.random.default_rng(0))
     defense = chain("norm_diff_clipping", "median", federation=Federation(3, 3), norm_bound=2.5)
-    out = aggregate_round(Attacker(), Defender(defense), models, {"w": torch.zeros(2)}, ctx,
+    out = aggregate_round(None, defense, models, {"w": torch.zeros(2)}, ctx,
                           fedavg)
     assert out["w"].tolist() == [1.5, 2.0]  # the median alone gives (3, 4)
 
@@ -84,7 +84,7 @@ def test_clipping_then_median_equals_the_reference(n, shapes, order, seed):
     models, g, ctx = round_of(updates, shapes, seed)
     norms = np.sort(np.linalg.norm(updates, axis=1))
     bound = float(norms[n // 2 - 1] + norms[n // 2]) / 2  # between two norms: clips about half
-    out = aggregate_round(Attacker(), Defender(chain(*order, norm_bound=bound)), models, g, ctx,
+    out = aggregate_round(None, chain(*order, norm_bound=bound), models, g, ctx,
                           fedavg)
     expected = clip_then_median_reference(models, g, bound)
     # float32 models: the clipped values and the median carry float32 rounding of |w| + |y|.
@@ -150,7 +150,7 @@ def test_members_run_in_stage_order_then_listed_order():
     models = [(1.0, {"w": torch.full((2,), float(i))}) for i in range(4)]
     ctx = RoundContext(0, [0, 1, 2, 3], np.random.default_rng(0))
     CALLS.clear()
-    aggregate_round(Attacker(), Defender(spec.create()), models, {"w": torch.zeros(2)}, ctx,
+    aggregate_round(None, spec.create(), models, {"w": torch.zeros(2)}, ctx,
                     fedavg)
     assert CALLS == ["before-a", "before-b:3", "on:3", "after"]
 
@@ -161,7 +161,7 @@ def test_a_chain_without_an_on_aggregation_rule_ends_in_the_base_aggregation():
     models = [(1.0, {"w": torch.full((2,), float(i))}) for i in range(4)]
     ctx = RoundContext(0, [0, 1, 2, 3], np.random.default_rng(0))
     CALLS.clear()
-    out = aggregate_round(Attacker(), Defender(spec.create()), models, {"w": torch.zeros(2)},
+    out = aggregate_round(None, spec.create(), models, {"w": torch.zeros(2)},
                           ctx, fedavg)
     assert CALLS == ["before-a", "after"] and out["w"].tolist() == [2.0, 2.0]  # mean of 1, 2, 3
 
@@ -251,15 +251,15 @@ def test_members_state_is_saved_and_restored():
         return [(1.0, {"w": torch.randn(6, generator=gen)}) for _ in range(4)]
 
     a = chain("norm_diff_clipping", "foolsgold", federation=Federation(4, 4))
-    ctx = RoundContext(0, [0, 1, 2, 3], np.random.default_rng(0), federation=Federation(4, 4))
-    aggregate_round(Attacker(), Defender(a), models_of(0), {"w": torch.zeros(6)}, ctx, fedavg)
+    ctx = RoundContext(0, [0, 1, 2, 3], np.random.default_rng(0))
+    aggregate_round(None, a, models_of(0), {"w": torch.zeros(6)}, ctx, fedavg)
     b = chain("norm_diff_clipping", "foolsgold", federation=Federation(4, 4))
     b.load_state_dict(a.state_dict())
     assert set(a.state_dict()) == {"norm_diff_clipping", "foolsgold"}
     outs = []
     for d in (a, b):
-        ctx = RoundContext(1, [0, 1, 2, 3], np.random.default_rng(1), federation=Federation(4, 4))
-        outs.append(aggregate_round(Attacker(), Defender(d), models_of(1), {"w": torch.zeros(6)},
+        ctx = RoundContext(1, [0, 1, 2, 3], np.random.default_rng(1))
+        outs.append(aggregate_round(None, d, models_of(1), {"w": torch.zeros(6)},
                                     ctx, fedavg))
     assert torch.equal(outs[0]["w"], outs[1]["w"])
 
@@ -311,7 +311,7 @@ def test_a_pre_aggregator_feeds_the_rule_through_pre(pre, rule, monkeypatch):
     defense = chain(pre, rule, federation=Federation(7, 7), byzantine_client_num=1, **keys)
     # One pass for the chain: the mixed models are never materialised.
     monkeypatch.setattr(fedsec.pre, "apply", lambda *a, **k: pytest.fail("materialised"))
-    out = aggregate_round(Attacker(), Defender(defense), models, g, ctx, fedavg)
+    out = aggregate_round(None, defense, models, g, ctx, fedavg)
     assert [type(p).__name__ for p in ctx.pre_aggregators] == [pre.upper()]
     expected = reference(PRE[pre](X, flat(g), 1), flat(g))
     scale = np.abs(X).max()
@@ -322,7 +322,7 @@ def test_a_pre_aggregator_feeds_the_rule_through_pre(pre, rule, monkeypatch):
 def test_nnm_then_krum_equals_krum_with_pre_and_on_the_mixed_updates():
     models, g, ctx, X = _pre_round()
     defense = chain("nnm", "krum", federation=Federation(7, 7), byzantine_client_num=1)
-    out = aggregate_round(Attacker(), Defender(defense), models, g, ctx, fedavg)
+    out = aggregate_round(None, defense, models, g, ctx, fedavg)
     states = [s for _, s in models]
     with_pre = fedsec.krum(states, 1, pre=fedsec.pre.NNM(1))
     on_mixed = fedsec.krum(fedsec.pre.apply(states, fedsec.pre.NNM(1)), 1)
@@ -338,7 +338,7 @@ def test_pre_aggregators_keep_their_order_and_mix_before_a_filter():
     # bucketing then NNM, both passed to the median: NNM mixes the 4 bucket means
     defense = chain("bucketing", "nnm", "median", federation=Federation(8, 8), bucket_size=2,
                     byzantine_client_num=1)
-    out = aggregate_round(Attacker(), Defender(defense), models, g, ctx, fedavg)
+    out = aggregate_round(None, defense, models, g, ctx, fedavg)
     buckets, nnm = ctx.pre_aggregators
     B = ref.mixed(X, ref.bucketing_matrix(8, 2, buckets.seed))
     expected = ref.median(ref.mixed(B, ref.nnm_matrix(B, 1)))
@@ -348,7 +348,7 @@ def test_pre_aggregators_keep_their_order_and_mix_before_a_filter():
     models, g, ctx, X = _pre_round(n=8, seed=3)
     defense = chain("nnm", "norm_diff_clipping", federation=Federation(8, 8), norm_bound=1.0,
                     byzantine_client_num=1)
-    out = aggregate_round(Attacker(), Defender(defense), models, g, ctx, fedavg)
+    out = aggregate_round(None, defense, models, g, ctx, fedavg)
     assert ctx.pre_aggregators == []
     gg = flat(g)
     mixed = ref.mixed(X, ref.nnm_matrix(X, 1)) - gg

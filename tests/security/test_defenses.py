@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import fedsec
-from fedsec.security import (Attacker, Defender, Defense, Federation, RoundContext, Stage,
+from fedsec.security import (Defense, Federation, RoundContext, Setting, Stage,
                              aggregate_round, build_defense)
 from fedsec.security.registry import names
 
@@ -48,7 +48,7 @@ def fedavg(models, global_model, ctx):
 
 
 def run(defense: Defense, models, global_model, ctx):
-    return aggregate_round(Attacker(), Defender(defense), models, global_model, ctx, fedavg)
+    return aggregate_round(None, defense, models, global_model, ctx, fedavg)
 
 
 # --- every registered defense ---------------------------------------------------------------------
@@ -304,11 +304,11 @@ def test_foolsgold_downweights_sybils_over_rounds():
 
 def test_foolsgold_history_is_bounded_by_client_num_in_total():
     defense = build("foolsgold")
+    defense.setup(Setting(federation=Federation(client_num_in_total=15,
+                                                client_num_per_round=10)))
     models, g, ctx = make_round(bad=())
-    ctx.federation = Federation(client_num_in_total=15, client_num_per_round=10)
     defense.defend_on_aggregation(models, g, ctx)
     models, g, ctx2 = make_round(bad=(), ids_offset=10)  # ids 110..119: 5 new ones, 20 in all
-    ctx2.federation = ctx.federation
     with pytest.raises(ValueError, match="client_num_in_total=15"):
         defense.defend_on_aggregation(models, g, ctx2)
 
@@ -380,7 +380,7 @@ def test_custom_defense_by_module_path_runs_through_aggregate_round():
                        "tag": "mine"}, FED)
     assert isinstance(d, MyDefense) and d.params.tag == "mine"
     models, g, ctx = make_round(bad=(0, 1))
-    out = aggregate_round(Attacker(), Defender(d), models, g, ctx, fedavg)
+    out = aggregate_round(None, d, models, g, ctx, fedavg)
     assert d.calls == ["before", "on:9", "after"]
     assert ctx.metrics["tag"] == "mine"
     assert max_dev(out, g) < 5 * NOISE  # median of 9 with one attacker left
@@ -408,7 +408,7 @@ def test_hook_order_before_only_uses_base_aggregation():
         return fedavg(models, global_model, ctx)
 
     models, g, ctx = make_round(bad=())
-    aggregate_round(Attacker(), Defender(BeforeOnly()), models, g, ctx, base)
+    aggregate_round(None, BeforeOnly(), models, g, ctx, base)
     assert calls == ["before", "base"]
 
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 import functools
 import io
 
+import numpy as np
 import pytest
 import torch
 
 import fedsec
 from fedsec.fl import Experiment, parse_config
-from fedsec.security import Federation, Stage, build_defense
+from fedsec.security import Federation, RoundContext, Setting, Stage, build_defense
 from fedsec.security.attacks.label_flipping import LabelFlippingAttack
 from fedsec.security.base import client_id
 
@@ -93,8 +94,8 @@ def test_fldetector_state_resumes_exactly_and_stays_within_the_window():
                                                     fldetector_restart=False)))
     straight = Experiment(config)
     records = list(straight.rounds())
-    assert len(straight.defender.defense.weight_diffs) == WINDOW
-    assert all(len(w) <= WINDOW for w in straight.defender.defense.windows.values())
+    assert len(straight.defense.weight_diffs) == WINDOW
+    assert all(len(w) <= WINDOW for w in straight.defense.windows.values())
     first = Experiment(config)
     head = [first.run_round() for _ in range(4)]
     buffer = io.BytesIO()
@@ -215,5 +216,16 @@ def test_residual_reweighting_needs_three_clients_per_round():
 
 
 def test_deepsight_without_an_input_shape_says_which_key_to_set():
+    """Outside a run nothing gives one input's shape (no setting.input_shape, no client
+    batches); in a run it is the data's."""
+    deepsight = build_defense(defense("deepsight", deepsight_samples=10), Federation(4, 4))
+    deepsight.setup(Setting(model_factory=lambda: torch.nn.Linear(4, 3)))
+    gen = torch.Generator().manual_seed(0)
+    g = {"weight": torch.zeros(3, 4), "bias": torch.zeros(3)}
+    models = [(1.0, {k: torch.randn(v.shape, generator=gen) for k, v in g.items()})
+              for _ in range(4)]
+    ctx = RoundContext(0, [0, 1, 2, 3], np.random.default_rng(0))
     with pytest.raises(ValueError, match="deepsight_input_shape"):
-        run(1, defense_args=defense("deepsight", deepsight_samples=10))
+        deepsight.defend_before_aggregation(models, g, ctx)
+    (record,) = run(1, defense_args=defense("deepsight", deepsight_samples=10))
+    assert record["deepsight_ddifs"] == "computed"

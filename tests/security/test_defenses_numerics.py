@@ -200,8 +200,7 @@ def round_of(updates: np.ndarray, keys_shapes: list[tuple[str, tuple[int, ...]]]
                 for (k, s), part in zip(keys_shapes, np.split(flat, cuts))}
 
     n = len(updates)
-    ctx = RoundContext(0, list(range(100, 100 + n)), np.random.default_rng(seed),
-                       federation=Federation(20, n))
+    ctx = RoundContext(0, list(range(100, 100 + n)), np.random.default_rng(seed))
     return [(10.0, state(g + u)) for u in updates], state(g), ctx, g
 
 

@@ -14,7 +14,7 @@ from fedsec.fl import Experiment, parse_config
 from fedsec.matrix.config import Cell
 from fedsec.matrix.results import CellResult, SeedResult
 from fedsec.matrix.table import csv_table, markdown_table
-from fedsec.security import Attacker, Defender, aggregate_round, build_defense, fedavg
+from fedsec.security import aggregate_round, build_defense, fedavg
 from fedsec.security.detection import detection, down_weighted, left_out, mean_over_rounds
 
 from support.security import FED, make_round
@@ -60,7 +60,7 @@ def _round_with(defense_type: str, **params):
     ctx.metrics["malicious_clients"] = [100, 101]
     defense = build_defense({"enable_defense": True, "defense_type": defense_type, **params},
                             FED)
-    aggregate_round(Attacker(), Defender(defense), models, g, ctx, fedavg)
+    aggregate_round(None, defense, models, g, ctx, fedavg)
     return ctx.metrics["detection"]
 
 
@@ -85,7 +85,7 @@ def test_a_rule_using_every_client_leaves_nobody_out():
 
 def test_no_defense_no_detection():
     models, g, ctx = make_round(bad=(0, 1))
-    aggregate_round(Attacker(), Defender(), models, g, ctx, fedavg)
+    aggregate_round(None, None, models, g, ctx, fedavg)
     assert "detection" not in ctx.metrics
 
 
@@ -117,7 +117,7 @@ def test_data_poisoning_clients_count_in_the_rounds_they_train():
                              "byzantine_client_num": 2, "krum_param_m": 5})
     experiment = Experiment(parse_config(raw))
     records = list(experiment.rounds())
-    expected = sorted(experiment.attacker.attack.malicious_clients(10))
+    expected = sorted(experiment.attack.malicious_clients(10))
     assert "malicious_clients" not in records[0]
     assert records[0]["detection"]["recall"] is None
     assert records[0]["detection"]["fp"] == 5 and records[0]["detection"]["tp"] == 0

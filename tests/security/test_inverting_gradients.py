@@ -14,6 +14,7 @@ and label leakage by LLG (Wainakh et al. PoPETs 2022).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -29,7 +30,7 @@ from fedsec.data import load_dataset
 from fedsec.fl import Experiment, parse_config
 from fedsec.fl.client import LocalTraining, train_local
 from fedsec.models import build_model
-from fedsec.security import (Attacker, Defender, Federation, RoundContext, aggregate_round,
+from fedsec.security import (Federation, RoundContext, Setting, aggregate_round,
                              build_attack)
 from fedsec.security.attacks._reconstruction import match_images, observe_client
 from fedsec.security.attacks.inverting_gradients import (cosine_distance, simulated_update,
@@ -48,8 +49,12 @@ def thread_policy():
     threads.apply()
 
 
-def attack(attack_type: str, **params):
-    return build_attack({"enable_attack": True, "attack_type": attack_type, **params}, FED)
+def attack(attack_type: str, setting: Setting | None = None, **params):
+    """The attack built for FED, given ``setting`` (the round's model and learning rate)."""
+    atk = build_attack({"enable_attack": True, "attack_type": attack_type, **params}, FED)
+    if setting is not None:
+        atk.setup(setting)
+    return atk
 
 
 def logistic_regression(seed: int = 0, dtype=torch.float32) -> torch.nn.Module:
@@ -87,10 +92,10 @@ def one_client_round(model_factory, x, y, *, steps: int = 1, lr: float = 0.1):
     result = train_local(model, global_model, x, y, how, seed=3)
     other = {k: v + 0.01 for k, v in global_model.items()}
     models = [(float(result.num_samples), result.state), (float(result.num_samples), other)]
-    ctx = RoundContext(0, [7, 8], np.random.default_rng(0), federation=FED,
-                       model_factory=model_factory, client_learning_rate=lr,
+    ctx = RoundContext(0, [7, 8], np.random.default_rng(0),
                        client_batches={7: result.first_batch})
-    return models, global_model, ctx
+    setting = Setting(federation=FED, model_factory=model_factory, client_learning_rate=lr)
+    return models, global_model, ctx, setting
 
 
 # --- the matching term, the prior and the simulated update against float64 references ---------
@@ -167,8 +172,9 @@ def np_sgd_update(w: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray, st
 def test_simulated_update_matches_numpy_sgd(steps, batch):
     x, y = digit_batch(steps, batch)
     factory = lambda: logistic_regression(steps, torch.float64)  # noqa: E731
-    models, global_model, ctx = one_client_round(factory, x.double(), y)
-    seen = observe_client(models, global_model, ctx, 0, "test")
+    models, global_model, ctx, setting = one_client_round(factory, x.double(), y)
+    seen = observe_client(attack("inverting_gradients", setting), models, global_model, ctx,
+                          0)
     got = simulated_update(seen, x.double(), y, steps, 0.1)
     want = np_sgd_update(global_model["linear.weight"].numpy(),
                          global_model["linear.bias"].numpy(), x.double().numpy(), y.numpy(),
@@ -184,8 +190,10 @@ def test_the_true_batch_matches_the_clients_update():
     for steps in (1, 3):
         x, y = digit_batch(10 + steps, 4)
         factory = lambda: logistic_regression(1, torch.float64)  # noqa: E731
-        models, global_model, ctx = one_client_round(factory, x.double(), y, steps=steps)
-        seen = observe_client(models, global_model, ctx, 0, "test")
+        models, global_model, ctx, setting = one_client_round(factory, x.double(), y,
+                                                              steps=steps)
+        seen = observe_client(attack("inverting_gradients", setting), models, global_model,
+                              ctx, 0)
         lr = 0.1 if steps > 1 else 1.0
         loss = cosine_distance(simulated_update(seen, x.double(), y, steps, lr), seen.update)
         assert abs(float(loss.detach())) < 1e-12, f"steps={steps}"
@@ -276,10 +284,10 @@ def test_match_images_hand_case():
 
 def test_recovers_a_digit_batch_of_4_from_one_step_with_llg_labels(tmp_path):
     x, y = digit_batch(2020, 4)
-    models, global_model, ctx = one_client_round(logistic_regression, x, y)
+    models, global_model, ctx, setting = one_client_round(logistic_regression, x, y)
     snapshot = [{k: v.clone() for k, v in sd.items()} for _, sd in models]
-    atk = attack("inverting_gradients", max_iterations=300, save_dir=str(tmp_path))
-    out = aggregate_round(Attacker(atk), Defender(None), models, global_model, ctx,
+    atk = attack("inverting_gradients", setting, max_iterations=300, save_dir=str(tmp_path))
+    out = aggregate_round(atk, None, models, global_model, ctx,
                           lambda ms, gm, c: ms[0][1])
     assert out is models[0][1]  # observes only
     for (_, sd), before in zip(models, snapshot):
@@ -298,15 +306,18 @@ def test_recovers_a_digit_batch_of_4_from_one_step_with_llg_labels(tmp_path):
     assert (tmp_path / "inverting_gradients_round0_client7.png").stat().st_size > 0
     # the optimisation is what recovers it: the dummy data after one step is nowhere near
     ctx.metrics.clear()
-    attack("inverting_gradients", max_iterations=1).reconstruct_data(models, global_model, ctx)
+    attack("inverting_gradients", setting, max_iterations=1).reconstruct_data(
+        models, global_model, ctx)
     assert ctx.metrics["inverting_gradients"]["psnr"] < 10
 
 
 def test_recovers_a_digit_batch_of_4_from_three_local_steps():
     """The paper's weight-update setting: three full-batch steps of lr 0.5, unrolled."""
     x, y = digit_batch(2021, 4)
-    models, global_model, ctx = one_client_round(logistic_regression, x, y, steps=3, lr=0.5)
-    atk = attack("inverting_gradients", max_iterations=300, local_steps=3, known_labels=True)
+    models, global_model, ctx, setting = one_client_round(logistic_regression, x, y, steps=3,
+                                                          lr=0.5)
+    atk = attack("inverting_gradients", setting, max_iterations=300, local_steps=3,
+                 known_labels=True)
     atk.reconstruct_data(models, global_model, ctx)
     report = ctx.metrics["inverting_gradients"]
     assert report["label_source"] == "known" and report["local_steps"] == 3
@@ -315,8 +326,8 @@ def test_recovers_a_digit_batch_of_4_from_three_local_steps():
 
 def test_restarts_keep_the_best_match():
     x, y = digit_batch(7, 2)
-    models, global_model, ctx = one_client_round(logistic_regression, x, y)
-    attack("inverting_gradients", max_iterations=20, restarts=3).reconstruct_data(
+    models, global_model, ctx, setting = one_client_round(logistic_regression, x, y)
+    attack("inverting_gradients", setting, max_iterations=20, restarts=3).reconstruct_data(
         models, global_model, ctx)
     report = ctx.metrics["inverting_gradients"]
     assert len(report["restart_losses"]) == 3
@@ -374,10 +385,13 @@ def test_revealing_labels_config_errors():
 
 def _two_digits_round(**ctx_changes):
     x, y = digit_batch(5, 2)
-    models, global_model, ctx = one_client_round(logistic_regression, x, y)
-    for key, value in ctx_changes.items():
-        setattr(ctx, key, value)
-    return models, global_model, ctx
+    models, global_model, ctx, setting = one_client_round(logistic_regression, x, y)
+    for key, value in ctx_changes.items():  # the round's, or the experiment's constants
+        if hasattr(setting, key):
+            setting = dataclasses.replace(setting, **{key: value})
+        else:
+            setattr(ctx, key, value)
+    return models, global_model, ctx, setting
 
 
 @pytest.mark.parametrize("params,ctx_changes,pattern", [
@@ -388,13 +402,13 @@ def _two_digits_round(**ctx_changes):
      "trained on 2 samples in batches of 1"),
     ({"input_shape": [784], "batch_size": 2}, {"client_batches": {}},
      "tv_weight=0.0001 needs image inputs"),
-    ({"local_steps": 2}, {"client_learning_rate": None}, "needs ctx.client_learning_rate"),
-    ({}, {"model_factory": None}, "needs ctx.model_factory"),
+    ({"local_steps": 2}, {"client_learning_rate": None}, "needs setting.client_learning_rate"),
+    ({}, {"model_factory": None}, "needs setting.model_factory"),
 ])
 def test_round_time_errors_say_what_is_missing(params, ctx_changes, pattern):
-    models, global_model, ctx = _two_digits_round(**ctx_changes)
+    models, global_model, ctx, setting = _two_digits_round(**ctx_changes)
     with pytest.raises(ValueError, match=re.escape(pattern)):
-        attack("inverting_gradients", max_iterations=1, **params).reconstruct_data(
+        attack("inverting_gradients", setting, max_iterations=1, **params).reconstruct_data(
             models, global_model, ctx)
 
 

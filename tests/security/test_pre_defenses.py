@@ -26,7 +26,7 @@ import torch
 
 import fedsec
 from fedsec.fl import Experiment, parse_config
-from fedsec.security import (Attacker, Defender, Federation, RoundContext, aggregate_round,
+from fedsec.security import (Federation, RoundContext, aggregate_round,
                              build_defense)
 
 from support.aggregation import names, number
@@ -46,7 +46,7 @@ def _round(n=12, d=30, seed=0, bad=()):
         if i in bad:
             local["w"][0, 0] = float("nan")
         models.append((float(10 + i), local))
-    ctx = RoundContext(0, [100 + i for i in range(n)], np.random.default_rng(seed), federation=FED)
+    ctx = RoundContext(0, [100 + i for i in range(n)], np.random.default_rng(seed))
     return models, g, ctx
 
 
@@ -64,7 +64,7 @@ def _flat(state):
 def test_models_are_replaced_by_the_mixed_ones(defense_type, params):
     models, g, ctx = _round()
     defense = _defense(defense_type, **params)
-    seed_ctx = RoundContext(0, list(ctx.client_ids), np.random.default_rng(0), federation=FED)
+    seed_ctx = RoundContext(0, list(ctx.client_ids), np.random.default_rng(0))
     pre = defense.pre_aggregator(g, seed_ctx)  # the same rng state: the same seed for buckets
     want = fedsec.pre.apply([s for _, s in models], pre)
     M = fedsec.pre.matrix([s for _, s in models], pre)
@@ -108,9 +108,8 @@ def test_chains_run():
     for chain, params in ((["nnm", "krum"], {"byzantine_client_num": 2}),
                           (["bucketing", "coordinate_wise_median"], {"bucket_size": 2}),
                           (["arc", "meamed"], {"byzantine_client_num": 2})):
-        out = aggregate_round(Attacker(), Defender(_defense(chain, **params)), list(models), g,
-                              RoundContext(0, list(ctx.client_ids), np.random.default_rng(0),
-                                           federation=FED),
+        out = aggregate_round(None, _defense(chain, **params), list(models), g,
+                              RoundContext(0, list(ctx.client_ids), np.random.default_rng(0)),
                               lambda m, gm, c: fedsec.mean([s for _, s in m]))
         assert set(out) == set(g) and np.isfinite(_flat(out)).all(), chain
 

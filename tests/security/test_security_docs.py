@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from fedsec.security import (Attacker, Defender, Federation, RoundContext, aggregate_round,
+from fedsec.security import (Federation, RoundContext, aggregate_round,
                              build_defense)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
@@ -34,13 +34,13 @@ def test_custom_defense_example_runs_from_yaml(tmp_path, monkeypatch):
 
     models = [(10.0, {"w": torch.full((3,), float(v))}) for v in (0.1, 0.2, 0.3, 0.4, 9.0)]
     ctx = RoundContext(0, list(range(5)), np.random.default_rng(0))
-    out = aggregate_round(Attacker(), Defender(defense), models, {"w": torch.zeros(3)}, ctx,
+    out = aggregate_round(None, defense, models, {"w": torch.zeros(3)}, ctx,
                           base_aggregation=lambda *_: None)
     assert torch.allclose(out["w"], torch.full((3,), 0.3))  # mean of 0.2, 0.3, 0.4: under it
 
     models[1] = (10.0, {"w": torch.full((3,), 2.0)})
     models[2] = (10.0, {"w": torch.full((3,), 3.0)})
-    out = aggregate_round(Attacker(), Defender(defense), models, {"w": torch.zeros(3)}, ctx,
+    out = aggregate_round(None, defense, models, {"w": torch.zeros(3)}, ctx,
                           base_aggregation=lambda *_: None)
     assert torch.allclose(out["w"], torch.full((3,), 0.5))  # 0.4, 2, 3 give 1.8: clipped
 

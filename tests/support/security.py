@@ -37,5 +37,5 @@ def make_round(n: int = 10, bad: tuple[int, ...] = (0, 1), seed: int = 0, sign: 
                 local[k] = v + NOISE * torch.randn(v.shape, generator=gen)
         models.append((float(10 + i), local))
     ctx = RoundContext(round_index=0, client_ids=[ids_offset + 100 + i for i in range(n)],
-                       rng=np.random.default_rng(seed), federation=FED)
+                       rng=np.random.default_rng(seed))
     return models, global_model, ctx

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from flwr.app import Context
 
-from ...security import Attacker, Federation, RoundContext, Stage, build_attack
+from ...security import Federation, RoundContext, Stage, build_attack, is_malicious
 
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
@@ -42,13 +42,13 @@ class DataPoisoner:
             raise ValueError(f"attack_type {attack.name!r} does not poison training data; a "
                              f"model-poisoning attack runs on the server (FedSecStrategy's "
                              f"attack_args)")
-        self.attacker = Attacker(attack)
+        self.attack = attack
         self.seed = seed
 
     def is_malicious(self, context: Context, server_round: int) -> bool:
         """Whether this client poisons its data in round ``server_round`` (1, 2, ...)."""
         client = self.client_id(context)
-        return self.attacker.is_malicious(client, self._context(client, server_round))
+        return is_malicious(self.attack, client, self._context(client, server_round))
 
     def poison(self, features: torch.Tensor, labels: torch.Tensor, context: Context,
                server_round: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,9 +56,9 @@ class DataPoisoner:
         attack's poisoned copy for a malicious client, the same tensors for a benign one."""
         client = self.client_id(context)
         ctx = self._context(client, server_round)
-        if not self.attacker.is_malicious(client, ctx):
+        if not is_malicious(self.attack, client, ctx):
             return features, labels
-        return self.attacker.poison_data(features, labels, client, ctx)
+        return self.attack.poison_data(features, labels, client, ctx)
 
     def client_id(self, context: Context) -> int:
         """The client's partition id, checked against the federation's size."""
@@ -89,8 +89,7 @@ class DataPoisoner:
         # unattacked.
         everyone = list(range(self.federation.client_num_in_total))
         return RoundContext(round_index=round_index, client_ids=everyone,
-                            rng=np.random.default_rng([self.seed, round_index, client]),
-                            federation=self.federation)
+                            rng=np.random.default_rng([self.seed, round_index, client]))
 
 
 __all__ = ["DataPoisoner"]

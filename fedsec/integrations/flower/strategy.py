@@ -20,11 +20,11 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
-from ...security import (Attacker, Defender, Federation, RoundContext, Stage, aggregate_round,
+from ...security import (Federation, RoundContext, Stage, aggregate_round,
                          build_attack, build_defense, fedavg)
+from ...security.metrics import EXCLUDED_KEY
 from .metrics import to_metric_values
 
-EXCLUDED_KEY = "excluded_clients"
 
 
 class FedSecStrategy(FedAvg):
@@ -84,8 +84,10 @@ class FedSecStrategy(FedAvg):
                 f"attack_type {attack.name!r} does not poison models on the server, so "
                 f"FedSecStrategy cannot inject it; a data-poisoning attack runs in the ClientApp "
                 f"(fedsec.integrations.flower.DataPoisoner)")
-        self.attacker = Attacker(attack)
-        self.defender = Defender(build_defense(defense_args, self.federation))
+        self.attack = attack
+        # built for the federation, which is all the strategy knows (no model: a component
+        # that needs one refuses to run here)
+        self.defense = build_defense(defense_args, self.federation)
         self.seed = seed
         self.client_id_key = client_id_key
         self.current_arrays: ArrayRecord | None = None
@@ -103,7 +105,7 @@ class FedSecStrategy(FedAvg):
 
     def summary(self) -> None:
         """Log the attack and defense, then FedAvg's summary."""
-        attack, defense = self.attacker.attack, self.defender.defense
+        attack, defense = self.attack, self.defense
         log(INFO, "\t├──> fedsec:")
         log(INFO, "\t│\t├── Attack: %s", attack.params if attack else "none")
         log(INFO, "\t│\t├── Defense: %s", defense.params if defense else "none")
@@ -147,9 +149,8 @@ class FedSecStrategy(FedAvg):
         models = [(float(_metric_record(content)[self.weighted_by_key]),
                    _array_record(content).to_torch_state_dict()) for _, content in by_id]
         ctx = RoundContext(round_index=server_round - 1, client_ids=list(ids),
-                           rng=np.random.default_rng([self.seed, server_round - 1]),
-                           federation=self.federation)
-        new_global = aggregate_round(self.attacker, self.defender, models,
+                           rng=np.random.default_rng([self.seed, server_round - 1]))
+        new_global = aggregate_round(self.attack, self.defense, models,
                                      self.current_arrays.to_torch_state_dict(), ctx, fedavg)
         ctx.metrics.setdefault(EXCLUDED_KEY, [])
         self.round_metrics[server_round] = ctx.metrics

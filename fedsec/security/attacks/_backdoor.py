@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from ..base import Attack, Federation, RoundContext, Stage
+from ..metrics import report_malicious
 from ..schedule import AttackParams, selection_field
-from ._common import client_total, doc, malicious_ids, report_malicious, seeded_rng
+from ._common import client_total, doc, malicious_ids, seeded_rng
 from .triggers import Trigger
 
 POISONED_KEY = "backdoor_poisoned_samples"  # ctx.metrics: client id -> samples poisoned
@@ -75,7 +76,7 @@ class TriggerBackdoor(Attack):
     def attacker_rank(self, client_id: int, ctx: RoundContext) -> int | None:
         """The position of ``client_id`` among this round's malicious ids, ascending (None:
         benign)."""
-        total = client_total(ctx)
+        total = client_total(self.setting)
         bad = sorted(malicious_ids(self.params, ctx.round_index,
                                    self.malicious_count(self.params, total), total))
         return bad.index(int(client_id)) if int(client_id) in bad else None

@@ -1,12 +1,9 @@
 """Helpers shared by the built-in attacks.
 
 - ``doc(default, text)``: a ``Params`` field with its documentation in ``metadata["doc"]``.
-- ``choose_malicious(ctx, n, count, selection)``: positions of this round's malicious clients,
-  drawn from ``ctx.rng`` (seeded from the experiment's seed and the round: reproducible, new
-  each round), or the round's clients among a fixed set (``malicious_selection: fixed``).
-- ``map_floats``: a new state_dict with a function applied to its floating entries; the
-  non-floating entries (e.g. ``num_batches_tracked``) are kept as they are.
-- ``report_malicious``: the round's malicious client ids into ``ctx.metrics``.
+- ``choose_malicious(ctx, n, count, selection, setting)``: positions of this round's malicious
+  clients, drawn from ``ctx.rng`` (seeded from the experiment's seed and the round:
+  reproducible, new each round), or the round's clients among a fixed set (``malicious_selection: fixed``).
 - ``benign_stats``: per-coordinate mean and std (float64) of the benign clients' models.
 - ``seeded_rng``: a generator seeded from an attack's own seed and some integers, for choices
   that must be the same whenever they are asked for (e.g. ``is_malicious`` across rounds).
@@ -23,38 +20,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import torch
 
 from ...aggregation.context import AggregationContext
 from ...aggregation.errors import NonFiniteUpdateError
-from ..base import ClientModel, RoundContext, StateDict
+from ..base import Attack, ClientModel, RoundContext, Setting, StateDict
 from ..base import client_id, doc, is_float  # noqa: F401  (re-exported)
 from ..fedavg import fedavg
+from ..metrics import report_malicious
 from ..schedule import AttackParams
-
-MALICIOUS_KEY = "malicious_clients"
-
-
-
-
-
-
-def map_floats(state: StateDict, fn: Callable[[str, torch.Tensor], torch.Tensor]) -> StateDict:
-    """``{k: fn(k, v)}`` for the floating entries, the same objects for the others; a new dict
-    (the input is never modified)."""
-    return {k: (fn(k, v) if is_float(v) else v) for k, v in state.items()}
+from ..state import map_floats
 
 
 def choose_malicious(ctx: RoundContext, n: int, count: int, selection: AttackParams,
-                     what: str = "byzantine_client_num") -> list[int]:
+                     setting: Setting, what: str = "byzantine_client_num") -> list[int]:
     """This round's malicious positions in ``range(n)``, ascending: with
     ``malicious_selection: fixed`` the positions of the round's clients among
     ``fixed_clients``; else ``count`` distinct positions drawn from ``ctx.rng``."""
     if selection.malicious_selection == "fixed":
-        ids = fixed_clients(selection.seed, client_total(ctx), count)
+        ids = fixed_clients(selection.seed, client_total(setting), count)
         return [i for i in range(n) if client_id(ctx, i) in ids]
     if count > n:
         raise ValueError(f"{what}={count} malicious clients, but round {ctx.round_index} has only "
@@ -62,16 +49,6 @@ def choose_malicious(ctx: RoundContext, n: int, count: int, selection: AttackPar
     if count <= 0:
         return []
     return sorted(int(i) for i in ctx.rng.choice(n, size=count, replace=False))
-
-
-
-
-def report_malicious(ctx: RoundContext, client_ids: Iterable[int]) -> None:
-    """``ctx.metrics["malicious_clients"]``: the sorted ids of this round's malicious clients
-    (merged with what is already there, so per-client hooks can report one at a time)."""
-    known = set(ctx.metrics.get(MALICIOUS_KEY, []))
-    known.update(int(c) for c in client_ids)
-    ctx.metrics[MALICIOUS_KEY] = sorted(known)
 
 
 def benign_stats(models: list[ClientModel], benign: list[int], key: str, ddof: int = 0
@@ -134,12 +111,12 @@ class KnowledgeParams(CountParams):
                                           "clients' own honest updates)", choices=KNOWLEDGE)
 
 
-def client_total(ctx: RoundContext) -> int:
+def client_total(setting: Setting) -> int:
     """The federation's client count, which a fixed malicious set is drawn from."""
-    if ctx.federation is None:
+    if setting.federation is None:
         raise ValueError("malicious_selection=fixed draws its clients among client_num_in_total, "
-                         "but this round carries no federation (ctx.federation is None)")
-    return ctx.federation.client_num_in_total
+                         "but this attack was given no federation (setting.federation is None)")
+    return setting.federation.client_num_in_total
 
 
 def fixed_clients(seed: int, total: int, count: int) -> frozenset[int]:
@@ -158,13 +135,13 @@ def malicious_ids(selection: AttackParams, round_index: int, count: int, total: 
     return frozenset(int(c) for c in order[:count])
 
 
-def split_round(name: str, params: CountParams, models: list[ClientModel], ctx: RoundContext,
+def split_round(attack: Attack, models: list[ClientModel], ctx: RoundContext,
                 *, leave_benign: bool = True) -> tuple[list[int], list[int]]:
     """(bad, known): the round's malicious positions, reported in ``ctx.metrics``, and the
     positions whose honest models the attackers see: the benign ones (full knowledge) or
-    their own (``attacker_knowledge: partial``)."""
-    n = len(models)
-    bad = choose_malicious(ctx, n, params.byzantine_client_num, params)
+    their own (``attacker_knowledge: partial``). ``attack.params`` is a ``CountParams``."""
+    name, params, n = attack.name, attack.params, len(models)
+    bad = choose_malicious(ctx, n, params.byzantine_client_num, params, attack.setting)
     if leave_benign and bad and len(bad) == n:
         raise ValueError(f"{name}: byzantine_client_num={params.byzantine_client_num} leaves no "
                          f"benign client among the round's {n}")

@@ -4,8 +4,8 @@ client's true batch and scored, and PNG images of them.
 
 - ``check_client_index``: ``attack_client_index`` against the clients of a round.
 - ``in_attack_rounds``: whether ``attack_round_list`` (FedML's key) lets the round be attacked.
-- ``observe_client``: the global model rebuilt by ``ctx.model_factory``, its trainable weights
-  and the client's update w_global - w_local on each, with the client's sample count and its
+- ``observe_client``: the global model rebuilt by the attack's ``setting.model_factory``, its
+  trainable weights and the client's update w_global - w_local on each, with the client's sample count and its
   true first batch (ground truth, for scoring only).
 - ``output_layer``: the update of the model's output layer, [classes, features].
 - ``match_images``: each true image paired with a distinct reconstruction (Hungarian).
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from ..base import ClientModel, Federation, RoundContext, StateDict, client_id
+from ..base import Attack, ClientModel, Federation, RoundContext, StateDict, client_id
 
 
 @dataclass
@@ -32,7 +32,7 @@ class ObservedClient:
 
     client_id: int
     sample_count: int
-    model: torch.nn.Module        # ctx.model_factory() holding the global weights, eval mode
+    model: torch.nn.Module        # setting.model_factory() holding the global weights, eval mode
     names: list[str]              # the trainable parameters, in the model's order
     weights: list[torch.Tensor]   # the model's own parameters (differentiable)
     update: list[torch.Tensor]    # w_global - w_local per parameter, detached
@@ -49,17 +49,16 @@ def in_attack_rounds(round_list: list[int] | None, round_index: int) -> bool:
     return round_list is None or round_index in round_list
 
 
-def observe_client(models: list[ClientModel], global_model: StateDict, ctx: RoundContext,
-                   index: int, attack: str) -> ObservedClient:
+def observe_client(attack: Attack, models: list[ClientModel], global_model: StateDict,
+                   ctx: RoundContext, index: int) -> ObservedClient:
     """The client at position ``index`` of the round, seen by the server."""
-    if ctx.model_factory is None:
-        raise ValueError(f"{attack} needs ctx.model_factory (the model the updates belong to)")
+    model_factory = attack.needs("model_factory", "the model the updates belong to")
     if index >= len(models):
         raise ValueError(f"attack_client_index={index} but the round has {len(models)} "
                          f"clients")
     cid = client_id(ctx, index)
     count, local = models[index]
-    model = ctx.model_factory()
+    model = model_factory()
     model.load_state_dict(global_model)
     model.eval()
     trainable = [(k, w) for k, w in model.named_parameters() if w.requires_grad]

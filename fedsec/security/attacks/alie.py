@@ -72,7 +72,7 @@ class AlieAttack(Attack):
 
     def poison_model(self, models: list[ClientModel], global_model: StateDict,
                      ctx: RoundContext) -> list[ClientModel]:
-        bad, known = split_round(self.name, self.params, models, ctx)
+        bad, known = split_round(self, models, ctx)
         if not bad:
             return models
         stats = {k: benign_stats(models, known, k) for k, v in global_model.items()

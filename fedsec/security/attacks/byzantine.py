@@ -7,7 +7,8 @@ import torch
 
 from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
 from ..registry import register_attack
-from ._common import CountParams, check_count, doc, map_floats, split_round
+from ..state import map_floats
+from ._common import CountParams, check_count, doc, split_round
 
 MODES = ("random", "zero", "flip")
 
@@ -43,7 +44,7 @@ class ByzantineAttack(Attack):
 
     def poison_model(self, models: list[ClientModel], global_model: StateDict,
                      ctx: RoundContext) -> list[ClientModel]:
-        bad, _ = split_round(self.name, self.params, models, ctx, leave_benign=False)
+        bad, _ = split_round(self, models, ctx, leave_benign=False)
         out = list(models)
         for i in bad:
             count, local = models[i]

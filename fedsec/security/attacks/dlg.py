@@ -23,8 +23,8 @@ class DlgAttack(Attack):
 
     For the client at position ``attack_client_index`` of the round (default the first), the
     server recovers the gradient of its local step as g = (w_g - w_l) / lr, lr =
-    ``ctx.client_learning_rate`` (exact when the client made one step of plain SGD on one
-    batch, loss = mean cross-entropy). It loads w_g into ``ctx.model_factory()`` and optimises
+    ``setting.client_learning_rate`` (exact when the client made one step of plain SGD on one
+    batch, loss = mean cross-entropy). It loads w_g into ``setting.model_factory()`` and optimises
     dummy inputs x' (and soft labels y', or with ``use_idlg`` the label inferred from the sign
     of the last layer's weight gradient, batch of 1) with L-BFGS to minimise
 
@@ -81,9 +81,8 @@ class DlgAttack(Attack):
         p = self.params
         if not in_attack_rounds(p.attack_round_list, ctx.round_index):
             return
-        seen = observe_client(models, global_model, ctx, p.attack_client_index or 0, self.name)
-        if not ctx.client_learning_rate:
-            raise ValueError("dlg needs ctx.client_learning_rate (the clients' SGD step)")
+        seen = observe_client(self, models, global_model, ctx, p.attack_client_index or 0)
+        lr = float(self.needs("client_learning_rate", "the clients' SGD step"))
         cid, truth = seen.client_id, seen.truth
         if truth is not None:
             shape = tuple(truth[0].shape)
@@ -93,7 +92,6 @@ class DlgAttack(Attack):
             raise ValueError("dlg: set input_shape (the true batch is not in ctx.client_batches)")
 
         model, weights = seen.model, seen.weights
-        lr = float(ctx.client_learning_rate)
         target = [u / lr for u in seen.update]
 
         gen = torch.Generator().manual_seed(p.seed)

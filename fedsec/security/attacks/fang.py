@@ -11,8 +11,8 @@ import torch
 from ...aggregation import solvers
 from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
 from ..registry import register_attack
-from ._common import (KnowledgeParams, check_count, doc, map_floats, replace_malicious,
-                      split_round, update_gram)
+from ..state import map_floats
+from ._common import KnowledgeParams, check_count, doc, replace_malicious, split_round, update_gram
 
 TARGETS = ("krum", "trimmed_mean", "median")
 
@@ -100,7 +100,7 @@ class FangAttack(Attack):
 
     def poison_model(self, models: list[ClientModel], global_model: StateDict,
                      ctx: RoundContext) -> list[ClientModel]:
-        bad, known = split_round(self.name, self.params, models, ctx)
+        bad, known = split_round(self, models, ctx)
         if not bad:
             return models
         keys = [k for k, v in global_model.items() if v.is_floating_point()]

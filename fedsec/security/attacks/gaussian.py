@@ -43,7 +43,7 @@ class GaussianAttack(Attack):
 
     def poison_model(self, models: list[ClientModel], global_model: StateDict,
                      ctx: RoundContext) -> list[ClientModel]:
-        bad, known = split_round(self.name, self.params, models, ctx)
+        bad, known = split_round(self, models, ctx)
         if not bad:
             return models
         std, around_mean = self.params.gaussian_std, self.params.gaussian_center == "mean"

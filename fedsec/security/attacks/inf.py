@@ -34,5 +34,5 @@ class InfAttack(Attack):
 
     def poison_model(self, models: list[ClientModel], global_model: StateDict,
                      ctx: RoundContext) -> list[ClientModel]:
-        bad, _ = split_round(self.name, self.params, models, ctx, leave_benign=False)
+        bad, _ = split_round(self, models, ctx, leave_benign=False)
         return replace_malicious(models, bad, lambda k, v: torch.full_like(v, math.inf))

@@ -81,7 +81,7 @@ class InvertingGradientsAttack(Attack):
     What is supported: the client's local data is one batch of n samples (n = its sample
     count, at most the batch size) trained on by plain SGD for ``local_steps`` full-batch
     steps (train_args.epochs). One step is the paper's gradient setting; several its
-    weight-update setting, the steps unrolled with ctx.client_learning_rate. A client whose
+    weight-update setting, the steps unrolled with setting.client_learning_rate. A client whose
     update mixes several batches is refused (the server would have to guess the batches'
     composition and order).
 
@@ -147,8 +147,7 @@ class InvertingGradientsAttack(Attack):
         p = self.params
         if not in_attack_rounds(p.attack_round_list, ctx.round_index):
             return
-        seen = observe_client(models, global_model, ctx, p.attack_client_index or 0,
-                              self.name)
+        seen = observe_client(self, models, global_model, ctx, p.attack_client_index or 0)
         shape = self._batch_shape(seen)
         if p.tv_weight > 0 and len(shape) != 4:
             raise ValueError(f"{self.name}: tv_weight={p.tv_weight} needs image inputs "
@@ -156,10 +155,8 @@ class InvertingGradientsAttack(Attack):
                              f"(set tv_weight: 0)")
         lr = 1.0  # one step: the cosine does not see the step's scale
         if p.local_steps > 1:
-            if not ctx.client_learning_rate:
-                raise ValueError(f"{self.name}: local_steps={p.local_steps} needs "
-                                 f"ctx.client_learning_rate (the clients' SGD step)")
-            lr = float(ctx.client_learning_rate)
+            lr = float(self.needs("client_learning_rate", f"the clients' SGD step, for "
+                                                          f"local_steps={p.local_steps}"))
         if p.known_labels:
             if seen.truth is None:
                 raise ValueError(f"{self.name}: known_labels needs the client's true batch "

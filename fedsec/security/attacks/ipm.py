@@ -48,7 +48,7 @@ class IpmAttack(Attack):
 
     def poison_model(self, models: list[ClientModel], global_model: StateDict,
                      ctx: RoundContext) -> list[ClientModel]:
-        bad, known = split_round(self.name, self.params, models, ctx)
+        bad, known = split_round(self, models, ctx)
         if not bad:
             return models
         g64 = {k: v.detach().to(torch.float64) for k, v in global_model.items()

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 
 from ..base import Attack, Federation, RoundContext, Stage
+from ..metrics import report_malicious
 from ..registry import register_attack
 from ..schedule import AttackParams, selection_field
-from ._common import doc, malicious_ids, report_malicious, seeded_rng
+from ._common import doc, malicious_ids, seeded_rng
 
 
 @register_attack("label_flipping", "label_flip")
@@ -23,7 +24,7 @@ class LabelFlippingAttack(Attack):
     client_num_in_total)) client ids, by default fixed for the whole experiment: the first k
     of a permutation of ``range(client_num_in_total)`` drawn from ``seed``, so ``is_malicious``
     is stable across rounds (``malicious_selection: per_round`` draws them from seed and the
-    round instead). (Without ``ctx.federation`` the set is not known: then each client is
+    round instead). (Without ``setting.federation`` the set is not known: then each client is
     malicious with probability ``ratio_of_poisoned_client``, decided once from ``seed`` and its
     id.) ``poisoned_fraction`` < 1 flips only round(poisoned_fraction * m) of the m samples
     whose label is listed, chosen from (seed, client id, round). Only labels change; features
@@ -75,8 +76,9 @@ class LabelFlippingAttack(Attack):
         return malicious_ids(p, round_index, min(k, client_num_in_total), client_num_in_total)
 
     def is_malicious(self, client_id: int, ctx: RoundContext) -> bool:
-        if ctx.federation is not None:
-            return int(client_id) in self.malicious_clients(ctx.federation.client_num_in_total,
+        federation = self.setting.federation
+        if federation is not None:
+            return int(client_id) in self.malicious_clients(federation.client_num_in_total,
                                                             ctx.round_index)
         return bool(seeded_rng(self.params.seed, 1, client_id).random()
                     < self.params.ratio_of_poisoned_client)

@@ -72,7 +72,7 @@ class MimicAttack(Attack):
 
     def poison_model(self, models: list[ClientModel], global_model: StateDict,
                      ctx: RoundContext) -> list[ClientModel]:
-        bad, known = split_round(self.name, self.params, models, ctx)
+        bad, known = split_round(self, models, ctx)
         if not bad:
             return models
         known_ids = [client_id(ctx, i) for i in known]

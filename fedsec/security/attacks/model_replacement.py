@@ -9,10 +9,11 @@ import torch
 
 from ..base import (IGNORE_LABEL, Attack, ClientModel, Federation, RoundContext, Stage,
                     StateDict)
+from ..metrics import report_malicious
 from ..registry import register_attack
 from ..schedule import AttackParams
-from ._common import (client_total, doc, fixed_clients, map_floats, report_malicious,
-                      seeded_rng)
+from ..state import map_floats
+from ._common import client_total, doc, fixed_clients, seeded_rng
 
 
 @register_attack("model_replacement", "model_replacement_backdoor", "backdoor")
@@ -33,7 +34,7 @@ class ModelReplacementAttack(Attack):
     Model poisoning: the malicious model X is scaled so that it replaces the global model,
     L = w_g + gamma (X - w_g), with gamma = ``scale_factor``, by default n / eta
     (n = clients in the round, eta = ``server_learning_rate``, by default the experiment's
-    ``ctx.server_learning_rate``, 1 when unknown): with FedAvg of equal weights,
+    ``setting.server_learning_rate``, 1 when unknown): with FedAvg of equal weights,
     w_g + eta/n sum_i (L_i - w_g) ~= X when the benign updates roughly cancel.
 
     The malicious client is ``malicious_client_id`` whenever it takes part, else one client of
@@ -91,7 +92,7 @@ class ModelReplacementAttack(Attack):
             return None
         mid = self.params.malicious_client_id
         if mid is None and self.params.malicious_selection == "fixed":
-            (mid,) = fixed_clients(self.params.seed, client_total(ctx), 1)
+            (mid,) = fixed_clients(self.params.seed, client_total(self.setting), 1)
         if mid is not None:
             return mid if mid in ctx.client_ids else None
         ids = sorted(int(c) for c in ctx.client_ids)
@@ -187,7 +188,7 @@ class ModelReplacementAttack(Attack):
     def gamma(self, n: int, ctx: RoundContext) -> float:
         if self.params.scale_factor is not None:
             return float(self.params.scale_factor)
-        eta = self.params.server_learning_rate or ctx.server_learning_rate or 1.0
+        eta = self.params.server_learning_rate or self.setting.server_learning_rate or 1.0
         return n / eta
 
     def poison_model(self, models: list[ClientModel], global_model: StateDict,

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ...params import parse_fields
-from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
+from ..base import Attack, ClientModel, Federation, RoundContext, Setting, Stage, StateDict
 from ..registry import register_attack, resolve
 from ..schedule import AttackWindow
 from ._backdoor import TriggerBackdoor
@@ -78,6 +78,10 @@ class NeurotoxinAttack(Attack):
         self._benign_update: StateDict | None = None  # of the last round in the window
         self._poisoned: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # this round's
 
+    def setup(self, setting: Setting) -> None:
+        super().setup(setting)
+        self.backdoor.setup(setting)  # it draws its malicious clients in the federation
+
     # --- the backdoor's hooks ------------------------------------------------------------------
 
     def is_malicious(self, client_id: int, ctx: RoundContext) -> bool:
@@ -107,11 +111,10 @@ class NeurotoxinAttack(Attack):
             models, global_model, [i for i in range(len(models)) if i not in mine])
         if not mine:
             return models
-        if ctx.local_trainer is None or ctx.model_factory is None:
+        if ctx.local_trainer is None:
             raise ValueError("neurotoxin trains its malicious clients itself: the round needs "
-                             "ctx.local_trainer and ctx.model_factory (the fedsec simulation "
-                             "provides both)")
-        model = ctx.model_factory()
+                             "ctx.local_trainer (the fedsec simulation provides it)")
+        model = self.needs("model_factory", "the model its malicious clients train")()
         names = [name for name, _ in model.named_parameters()]
         if previous is None:
             masked = {k: torch.zeros_like(global_model[k], dtype=torch.bool) for k in names}

@@ -97,8 +97,7 @@ class RevealingLabelsAttack(Attack):
         p = self.params
         if not in_attack_rounds(p.attack_round_list, ctx.round_index):
             return
-        seen = observe_client(models, global_model, ctx, p.attack_client_index or 0,
-                              self.name)
+        seen = observe_client(self, models, global_model, ctx, p.attack_client_index or 0)
         labels = llg_labels(output_layer(seen), seen.sample_count)
         report = {"client_id": seen.client_id, "round": ctx.round_index, "labels": labels}
         if seen.truth is not None and len(seen.truth[1]) == seen.sample_count:

@@ -8,7 +8,8 @@ import torch
 
 from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
 from ..registry import register_attack
-from ._common import CountParams, check_count, doc, map_floats, split_round
+from ..state import map_floats
+from ._common import CountParams, check_count, doc, split_round
 
 
 @register_attack("sign_flipping", "signflip")
@@ -37,7 +38,7 @@ class SignFlippingAttack(Attack):
 
     def poison_model(self, models: list[ClientModel], global_model: StateDict,
                      ctx: RoundContext) -> list[ClientModel]:
-        bad, _ = split_round(self.name, self.params, models, ctx, leave_benign=False)
+        bad, _ = split_round(self, models, ctx, leave_benign=False)
         k = self.params.sign_flipping_scale
 
         def flipped(key: str, value: torch.Tensor) -> torch.Tensor:

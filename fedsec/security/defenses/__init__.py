@@ -31,11 +31,12 @@ from .mda import MDADefense
 from .monna import MoNNADefense
 from .signguard import SignGuardDefense
 from .smea import SMEADefense
+from .soteria import SoteriaDefense
 
 __all__ = ["BulyanDefense", "CClipDefense", "NormDiffClippingDefense",
            "CoordinateWiseMedianDefense", "CoordinateWiseTrimmedMeanDefense", "CRFLDefense",
            "WeakDPDefense", "FoolsGoldDefense", "GeoMedianDefense", "RFADefense", "KrumDefense",
-           "ThreeSigmaDefense", "RobustLearningRateDefense", "SLSGDDefense",
+           "ThreeSigmaDefense", "SoteriaDefense", "RobustLearningRateDefense", "SLSGDDefense",
            "ThreeSigmaGeoMedianDefense", "ThreeSigmaFoolsGoldDefense", "AurorDefense",
            "FLDetectorDefense", "LASADefense", "ResidualBasedReweightingDefense",
            "RFLBATDefense", "DeepSightDefense",

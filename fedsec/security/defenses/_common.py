@@ -2,12 +2,9 @@
 
 - ``doc(default, text)``: a ``Params`` field with its documentation in ``metadata["doc"]``.
 - ``states`` / ``counts``: the state_dicts and sample counts of a round's W_l.
-- ``is_weight_param``: the entries a norm is taken over (floating, not BatchNorm's running
-  statistics), as FedML's ``is_weight_param``.
-- ``diff_norm``: ||w_l - w_g|| over the weight parameters, in float64, parameter by parameter
-  (no flattened copy of the model).
-- ``report_excluded`` / ``report_aggregation``: what a defense dropped, as client ids from
-  ``ctx.client_ids``, into ``ctx.metrics``.
+- ``clip_towards`` / ``add_gaussian_noise``: norm clipping towards w_g, Gaussian noise from
+  ``ctx.rng`` (the state_dict helpers themselves are ``fedsec.security.state``; the metric
+  keys and report helpers ``fedsec.security.metrics``).
 - ``check_*``: ``validate`` helpers whose messages name the key, the value and what is allowed.
 - ``update_matrix`` / ``add_update`` / ``key_slices``: the round's updates w_i - w_g as one
   [n, d] float64 matrix and back into a state_dict; ``finite_rows`` drops (and reports) the
@@ -18,26 +15,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import torch
 
 from ..base import ClientModel, Federation, RoundContext, StateDict
 from ..base import client_id, doc, is_float  # noqa: F401  (re-exported)
-
-EXCLUDED_KEY = "excluded_clients"
-WEIGHTS_KEY = "client_weights"
-_RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
-
-
-
-
-
-
-def is_weight_param(key: str, value: Any) -> bool:
-    """A trainable-looking floating entry (BatchNorm running statistics are not)."""
-    return is_float(value) and not any(s in key for s in _RUNNING_STATS)
+from ..metrics import report_excluded
+from ..state import diff_norm, is_weight_param, map_weights
 
 
 def states(models: list[ClientModel]) -> list[StateDict]:
@@ -46,31 +32,6 @@ def states(models: list[ClientModel]) -> list[StateDict]:
 
 def counts(models: list[ClientModel]) -> list[float]:
     return [float(count) for count, _ in models]
-
-
-def diff_norm(local: StateDict, global_model: StateDict) -> float:
-    """||local - global|| over the weight parameters (float64 accumulation)."""
-    total = 0.0
-    for key, value in local.items():
-        if is_weight_param(key, value):
-            diff = value.detach().to(torch.float64) - global_model[key].detach().to(
-                device=value.device, dtype=torch.float64)
-            total += float(torch.sum(diff * diff))
-    return math.sqrt(total)
-
-
-def state_norm(state: StateDict) -> float:
-    total = 0.0
-    for key, value in state.items():
-        if is_weight_param(key, value):
-            v = value.detach().to(torch.float64)
-            total += float(torch.sum(v * v))
-    return math.sqrt(total)
-
-
-def map_weights(state: StateDict, fn: Callable[[str, torch.Tensor], torch.Tensor]) -> StateDict:
-    """A new dict: ``fn`` applied to the weight parameters, the other entries as they are."""
-    return {k: (fn(k, v) if is_weight_param(k, v) else v) for k, v in state.items()}
 
 
 def clip_towards(local: StateDict, global_model: StateDict, bound: float) -> tuple[StateDict, float]:
@@ -85,35 +46,6 @@ def clip_towards(local: StateDict, global_model: StateDict, bound: float) -> tup
         return g + (v - g) * scale
 
     return map_weights(local, clip), norm
-
-
-
-
-def report_excluded(ctx: RoundContext, positions: Iterable[int], reason: str | None = None) -> None:
-    """Merge the clients at ``positions`` into ``ctx.metrics["excluded_clients"]`` (sorted ids),
-    and the reason into ``ctx.metrics["exclusion_reasons"]`` ({id: reason})."""
-    ids = [client_id(ctx, p) for p in positions]
-    known = set(ctx.metrics.get(EXCLUDED_KEY, []))
-    known.update(ids)
-    ctx.metrics[EXCLUDED_KEY] = sorted(known)
-    if reason is not None:
-        reasons = ctx.metrics.setdefault("exclusion_reasons", {})
-        for i in ids:
-            reasons.setdefault(i, reason)
-
-
-def report_aggregation(ctx: RoundContext, info: Any, n: int, rule: str) -> None:
-    """Report the clients an aggregation of ``n`` models did not use (``info.used``), with the
-    core's reason where it gave one (e.g. non-finite values)."""
-    used = set(info.used)
-    for position in range(n):
-        if position not in used:
-            reason = info.excluded.get(position, f"not selected by {rule}")
-            report_excluded(ctx, [position], reason)
-
-
-def report_weights(ctx: RoundContext, weights: Iterable[float]) -> None:
-    ctx.metrics[WEIGHTS_KEY] = {client_id(ctx, i): float(w) for i, w in enumerate(weights)}
 
 
 # --- validation -----------------------------------------------------------------------------------

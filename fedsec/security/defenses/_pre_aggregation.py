@@ -16,7 +16,8 @@ import numpy as np
 import fedsec
 
 from ..base import ClientModel, Defense, RoundContext, Stage, StateDict
-from ._common import client_id, counts, report_excluded, states
+from ..metrics import report_excluded
+from ._common import client_id, counts, states
 
 
 class PreAggregationDefense(Defense):

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..base import ClientModel, Defense, Federation, RoundContext, Stage, StateDict
-from ._common import check_byzantine, counts, doc, report_aggregation, states
+from ..metrics import report_aggregation
+from ._common import check_byzantine, counts, doc, states
 
 
 @dataclass

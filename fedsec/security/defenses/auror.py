@@ -6,8 +6,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..base import ClientModel, Defense, RoundContext, Stage, StateDict, keep_models
+from ..metrics import report_excluded
 from ..registry import register_defense
-from ._common import client_id, doc, finite_rows, kmeans_1d, report_excluded, update_matrix
+from ._common import client_id, doc, finite_rows, kmeans_1d, update_matrix
 
 
 @register_defense("auror")

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import fedsec
 
 from ..base import Federation
+from ..metrics import report_weights
 from ..registry import register_defense
-from ._common import client_id
 from ._rule_defense import ByzantineParams, RuleDefense, check_majority
 
 
@@ -37,6 +37,5 @@ class CAFDefense(RuleDefense):
     def aggregate(self, models, weights, global_model, ctx, pre):
         value, info = fedsec.caf(models, self.params.byzantine_client_num, return_info=True,
                                  pre=pre)
-        ctx.metrics["client_weights"] = {client_id(ctx, i): float(c)
-                                         for i, c in enumerate(info.coefficients)}
+        report_weights(ctx, info.coefficients)
         return value, info

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 import fedsec
 
 from ..base import ClientModel, Defense, RoundContext, Stage, StateDict
+from ..metrics import report_aggregation
 from ..registry import register_defense
-from ._common import doc, report_aggregation, states
+from ._common import doc, states
 
 
 @register_defense("coordinate_wise_median", "wise_median", "median")

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 
 from ..base import Defense, RoundContext, Stage, StateDict
 from ..registry import register_defense
-from ._common import add_gaussian_noise, doc, map_weights, state_norm
+from ..state import map_weights, state_norm
+from ._common import add_gaussian_noise, doc
 
 
 @register_defense("crfl")
@@ -21,7 +22,7 @@ class CRFLDefense(Defense):
 
     The norm is over the weight parameters (BatchNorm running statistics and integer entries are
     untouched). sigma = 0 switches the noise off. The last round is ``comm_round - 1``, with
-    ``comm_round`` from the parameters or else from the experiment (``ctx.comm_round``); when
+    ``comm_round`` from the parameters or else from the experiment (``setting.comm_round``); when
     neither is known every round is perturbed. Noise from ``ctx.rng``.
     Reports ``ctx.metrics["global_norm"]`` (before clipping).
     """
@@ -41,7 +42,8 @@ class CRFLDefense(Defense):
         scale = 1.0 / max(1.0, norm / self.params.clip_threshold)
         clipped = map_weights(global_model, lambda k, v: v * scale) if scale < 1 else \
             dict(global_model)
-        rounds = self.params.comm_round if self.params.comm_round is not None else ctx.comm_round
+        rounds = (self.params.comm_round if self.params.comm_round is not None
+                  else self.setting.comm_round)
         last = rounds is not None and ctx.round_index >= rounds - 1
         if last:
             return clipped

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 
 from ..base import ClientModel, Defense, RoundContext, Stage, StateDict, keep_models
+from ..metrics import report_excluded
 from ..registry import register_defense
 from ._common import (clip_towards, client_id, cosine_matrix, doc, finite_rows, keep_global,
-                      output_layer, report_excluded, update_matrix)
+                      output_layer, update_matrix)
 
 
 @register_defense("deepsight", "deep_sight")
@@ -37,9 +38,9 @@ class DeepSightDefense(Defense):
     6. the accepted models' updates are clipped to the median update norm of all the models
        (weight parameters), and the FL optimizer's aggregation averages them.
 
-    DDifs need the model (``ctx.model_factory``, which every experiment passes) and one input's
-    shape (``deepsight_input_shape``, else the clients' first batches when the round keeps
-    them); a round without a model factory (a call outside an experiment) clusters on the other
+    DDifs need the model (``setting.model_factory``, which every experiment gives) and one input's
+    shape (``deepsight_input_shape``, else the experiment's ``setting.input_shape``, else the
+    clients' first batches when the round keeps them); a round without a model factory (a call outside an experiment) clusters on the other
     two statistics and says so in ``ctx.metrics["deepsight_ddifs"]``. When no model is accepted
     the round keeps the global model. A client whose update is not finite is excluded first.
     Reports ``ctx.metrics["deepsight_threshold_exceedings"]`` ({id: TE}),
@@ -56,7 +57,8 @@ class DeepSightDefense(Defense):
         deepsight_seeds: int = doc(3, "sets of random inputs for the DDifs", ge=1)
         deepsight_samples: int = doc(20000, "random inputs per set", ge=1)
         deepsight_input_shape: list[int] | None = doc(None, "shape of one input (e.g. [1, 28, "
-                                                      "28]); default: the clients' first "
+                                                      "28]); default: the experiment's "
+                                                      "data's, else the clients' first "
                                                       "batches when the round has them", ge=1)
         deepsight_min_cluster_size: int = doc(2, "HDBSCAN's smallest cluster", ge=2)
         deepsight_batch_size: int = doc(2000, "random inputs per forward pass", ge=1)
@@ -104,13 +106,13 @@ class DeepSightDefense(Defense):
                ctx: RoundContext) -> np.ndarray | None:
         """[seeds, n, P] division differences, or None without a model factory."""
         p = self.params
-        if ctx.model_factory is None:
-            warnings.warn("deepsight: no ctx.model_factory, so no DDifs: the clustering uses "
+        if self.setting.model_factory is None:
+            warnings.warn("deepsight: no setting.model_factory, so no DDifs: the clustering uses "
                           "the NEUPs and the cosine distances only", stacklevel=2)
             ctx.metrics["deepsight_ddifs"] = "skipped: no model factory in this round"
             return None
         shape = self._input_shape(ctx)
-        model = ctx.model_factory()
+        model = self.setting.model_factory()
         model.eval()
         out = []
         for seed in range(p.deepsight_seeds):
@@ -132,10 +134,12 @@ class DeepSightDefense(Defense):
     def _input_shape(self, ctx: RoundContext) -> tuple[int, ...]:
         if self.params.deepsight_input_shape is not None:
             return tuple(self.params.deepsight_input_shape)
+        if self.setting.input_shape is not None:
+            return tuple(self.setting.input_shape)
         for features, _ in (ctx.client_batches or {}).values():
             return tuple(features.shape[1:])
-        raise ValueError("deepsight_input_shape is not set and the round has no client batches "
-                         "to take it from: set deepsight_input_shape to one input's shape, "
+        raise ValueError("deepsight_input_shape is not set, and neither the experiment's data "
+                         "(setting.input_shape) nor the round's client batches give it: set deepsight_input_shape to one input's shape, "
                          "e.g. [1, 28, 28] for the digits")
 
 

@@ -7,9 +7,10 @@ import numpy as np
 import torch
 
 from ..base import ClientModel, Defense, RoundContext, Stage, StateDict, keep_models
+from ..metrics import report_excluded
 from ..registry import register_defense
-from ._common import (client_id, doc, finite_rows, gap_statistic, kmeans_1d, report_excluded,
-                      update_matrix, weight_keys, within_1d)
+from ._common import (client_id, doc, finite_rows, gap_statistic, kmeans_1d, update_matrix,
+                      weight_keys, within_1d)
 
 
 @register_defense("fldetector", "fl_detector")

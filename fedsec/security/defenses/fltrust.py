@@ -10,8 +10,9 @@ import torch
 import fedsec
 
 from ..base import is_float
+from ..metrics import report_weights
 from ..registry import register_defense
-from ._common import doc, report_weights
+from ._common import doc
 from ._rule_defense import RuleDefense
 
 # The seed of the server's local training is derived as a client's is, from this id (no
@@ -33,7 +34,7 @@ class FLTrustDefense(RuleDefense):
     every score is 0. Sample counts are not used, as in the paper.
 
     The engine hands the training split over once with ``set_training_data(features, labels)``
-    (an engine without ctx.local_trainer and ctx.model_factory cannot run it). Reports the
+    (an engine without ctx.local_trainer and setting.model_factory cannot run it). Reports the
     trust scores in client_weights and the clients of score 0 in excluded_clients."""
 
     @dataclass
@@ -62,10 +63,10 @@ class FLTrustDefense(RuleDefense):
         if self.root is None:
             raise ValueError("fltrust has no root set: the engine must hand it the training "
                              "data (FLTrustDefense.set_training_data) before the first round")
-        if ctx.local_trainer is None or ctx.model_factory is None:
-            raise ValueError("fltrust trains the server's model with ctx.local_trainer and "
-                             "ctx.model_factory, which this engine does not provide")
-        model = ctx.model_factory()
+        if ctx.local_trainer is None:
+            raise ValueError("fltrust trains the server's model with ctx.local_trainer, which "
+                             "this engine does not provide")
+        model = self.needs("model_factory", "the model the server trains on its root set")()
         device = next(model.parameters()).device
         trained = ctx.local_trainer(model, self.root[0].to(device), self.root[1].to(device),
                                     SERVER_ID, {})

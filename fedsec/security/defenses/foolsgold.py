@@ -9,8 +9,10 @@ import torch
 import fedsec
 
 from ..base import ClientModel, Defense, RoundContext, Stage, StateDict
+from ..metrics import report_excluded, report_weights
 from ..registry import register_defense
-from ._common import client_id, doc, is_weight_param, report_excluded, report_weights
+from ..state import is_weight_param
+from ._common import client_id, doc
 
 
 @register_defense("foolsgold", "fools_gold")
@@ -64,7 +66,8 @@ class FoolsGoldDefense(Defense):
 
     def _record(self, cid: int, delta: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
         if cid not in self.histories:
-            cap = ctx.federation.client_num_in_total if ctx.federation is not None else None
+            federation = self.setting.federation
+            cap = federation.client_num_in_total if federation is not None else None
             if cap is not None and len(self.histories) >= cap:
                 raise ValueError(f"foolsgold: client id {cid} would be history number "
                                  f"{len(self.histories) + 1}, more than client_num_in_total="

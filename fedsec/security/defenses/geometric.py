@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import fedsec
 
 from ..base import ClientModel, Defense, Federation, RoundContext, Stage, StateDict
+from ..metrics import report_aggregation, report_excluded, report_weights
 from ..registry import register_defense
-from ._common import (check_int_range, client_id, counts, doc, report_aggregation, report_excluded,
-                      states)
+from ._common import check_int_range, client_id, counts, doc, states
 
 
 @register_defense("geo_median", "geometric_median")
@@ -91,8 +91,7 @@ class RFADefense(Defense):
                                               tol=self.params.tol, return_info=True, pre=pre)
         report_aggregation(ctx, info, len(models), "rfa")
         if info.coefficients is not None:
-            ctx.metrics["client_weights"] = {client_id(ctx, i): float(c)
-                                             for i, c in enumerate(info.coefficients)}
+            report_weights(ctx, info.coefficients)
         ctx.metrics["weiszfeld_iterations"] = info.iterations
         return value
 

@@ -9,9 +9,9 @@ import fedsec
 from fedsec.aggregation.solvers import lowest
 
 from ..base import keep_models, ClientModel, Defense, Federation, RoundContext, Stage, StateDict
+from ..metrics import report_aggregation
 from ..registry import register_defense
-from ._common import (check_byzantine, check_int_range, client_id, doc, report_aggregation,
-                      states)
+from ._common import check_byzantine, check_int_range, client_id, doc, states
 
 
 @register_defense("krum", "multikrum", "multi_krum")

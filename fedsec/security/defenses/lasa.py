@@ -9,9 +9,10 @@ import torch
 import fedsec
 
 from ..base import ClientModel, Defense, RoundContext, Stage, StateDict
+from ..metrics import report_excluded
 from ..registry import register_defense
-from ._common import (add_update, client_id, doc, finite_rows, key_slices, report_excluded,
-                      states, update_matrix, weight_keys)
+from ._common import (add_update, client_id, doc, finite_rows, key_slices, states, update_matrix,
+                      weight_keys)
 
 
 @register_defense("lasa", "layer_adaptive_sparsified_aggregation")

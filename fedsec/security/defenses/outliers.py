@@ -8,8 +8,10 @@ import numpy as np
 import fedsec
 
 from ..base import keep_models, ClientModel, Defense, RoundContext, Stage, StateDict
+from ..metrics import report_excluded
 from ..registry import register_defense
-from ._common import client_id, diff_norm, doc, report_excluded, states
+from ..state import diff_norm
+from ._common import client_id, doc, states
 
 MAD_TO_SIGMA = 1.4826  # sigma of a normal distribution = 1.4826 * its median absolute deviation
 

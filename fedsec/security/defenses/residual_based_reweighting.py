@@ -10,9 +10,9 @@ import torch
 import fedsec
 
 from ..base import ClientModel, Defense, Federation, RoundContext, Stage, StateDict
+from ..metrics import report_excluded, report_weights
 from ..registry import register_defense
-from ._common import (add_update, doc, finite_rows, report_excluded, report_weights,
-                      update_matrix, weight_keys)
+from ._common import add_update, doc, finite_rows, update_matrix, weight_keys
 
 MAD_TO_SIGMA = 1.4826  # sigma of a normal distribution = 1.4826 * its median absolute deviation
 COORDINATES_PER_BLOCK = 4096  # bounds the n x n x block slopes of the repeated median

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 
 from ..base import ClientModel, Defense, RoundContext, Stage, StateDict, keep_models
+from ..metrics import report_excluded
 from ..registry import register_defense
-from ._common import (cosine_matrix, doc, finite_rows, gap_statistic, kmeans, report_excluded,
-                      update_matrix)
+from ._common import cosine_matrix, doc, finite_rows, gap_statistic, kmeans, update_matrix
 
 
 @register_defense("rflbat")

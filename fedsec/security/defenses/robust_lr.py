@@ -8,8 +8,9 @@ import torch
 import fedsec
 
 from ..base import ClientModel, Defense, Federation, RoundContext, Stage, StateDict
+from ..metrics import report_aggregation
 from ..registry import register_defense
-from ._common import check_int_range, counts, doc, is_float, report_aggregation, states
+from ._common import check_int_range, counts, doc, is_float, states
 
 
 @register_defense("robust_learning_rate", "rlr")

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 import fedsec
 
 from ..base import ClientModel, Defense, Federation, RoundContext, Stage, StateDict
+from ..metrics import report_aggregation
 from ..registry import register_defense
-from ._common import doc, is_float, report_aggregation, states
+from ._common import doc, is_float, states
 
 
 @register_defense("slsgd")

@@ -6,19 +6,20 @@ from dataclasses import dataclass
 
 import torch
 
-from ..base import Defense, RoundContext, StateDict, doc
+from ..base import Defense, RoundContext, Stage, StateDict, doc
+from ..registry import register_defense
 
 
+@register_defense("soteria")
 class SoteriaDefense(Defense):
     """Soteria (Sun et al., CVPR 2021) at the client: ``soteria_update`` of the client's upload
-    before the server, or anyone listening, sees it.
-
-    fedsec's rounds have no client-side defense stage yet: the FedMLSecurity stages are the
-    server's (before / on / after aggregation), and a server-side reconstruction attack reads
-    the uploads before any of them. So this defense is not registered for YAML until the
-    experiment calls ``defend_client_update`` on each upload; the function itself is complete
-    and tested against fedsec's ``dlg`` attack.
+    before the server, or anyone listening, sees it (``Stage.CLIENT_UPDATE``: the simulation
+    passes each client's trained model through it, on the batch of the client's first step,
+    before any reconstruction attack observes the uploads). It needs the model
+    (``setting.model_factory``), which the simulation gives.
     """
+
+    stages = frozenset({Stage.CLIENT_UPDATE})
 
     @dataclass
     class Params:
@@ -28,9 +29,8 @@ class SoteriaDefense(Defense):
     def defend_client_update(self, local: StateDict, global_model: StateDict,
                              features: torch.Tensor, ctx: RoundContext) -> StateDict:
         """The upload of a client that trained on the batch ``features`` from w_g."""
-        if ctx.model_factory is None:
-            raise ValueError("soteria needs the model (ctx.model_factory)")
-        return soteria_update(ctx.model_factory(), global_model, local, features,
+        model = self.needs("model_factory", "the model whose representation it protects")()
+        return soteria_update(model, global_model, local, features,
                               self.params.soteria_pruning_rate)
 
 

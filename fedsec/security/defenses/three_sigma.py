@@ -12,9 +12,10 @@ import torch
 import fedsec
 
 from ..base import ClientModel, Defense, RoundContext, Stage, StateDict, keep_models
+from ..metrics import report_excluded
 from ..registry import register_defense
 from ._common import (client_id, cosine_matrix, doc, finite_rows, keep_global, output_layer,
-                      report_excluded, update_matrix)
+                      update_matrix)
 
 MAD_TO_SIGMA = 1.4826  # sigma of a normal distribution = 1.4826 * its median absolute deviation
 
