@@ -276,7 +276,8 @@ def test_the_docs_chain_example_runs_and_its_config_round_trips(tmp_path):
     records = RunDir(tmp_path / "run").records()
     assert len(records) == 2 and all("detection" in r for r in records)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["defense"] == example["defense_args"]["defense_type"]  # the members, in order
+    assert summary["defense"] == config.defense.name == ["norm_diff_clipping",
+                                                         "coordinate_wise_median"]
 
 
 # --- pre-aggregators in a chain ------------------------------------------------------------------
