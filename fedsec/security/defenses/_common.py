@@ -8,7 +8,8 @@
 - ``check_*``: ``validate`` helpers whose messages name the key, the value and what is allowed.
 - ``update_matrix`` / ``add_update`` / ``key_slices``: the round's updates w_i - w_g as one
   [n, d] float64 matrix and back into a state_dict; ``finite_rows`` drops (and reports) the
-  non-finite ones; ``output_layer`` names the output layer's weight and bias; ``cosine_matrix``.
+  non-finite ones; ``output_layer`` names the output layer's weight and bias; ``cosine_matrix``
+  (rows) and ``gram_cosines`` (from a Gram matrix).
 - ``kmeans_1d`` (exact), ``kmeans`` (scikit-learn), ``gap_statistic``: the clustering of the
   detection defenses; ``keep_global``: what a filter returns when it rejects every client.
 """
@@ -85,18 +86,19 @@ def weight_keys(state: StateDict) -> list[str]:
 
 
 def update_matrix(models: list[ClientModel], global_model: StateDict,
-                  keys: list[str] | None = None) -> torch.Tensor:
-    """[n, d] float64 on the CPU: row i is w_i - w_g over ``keys`` (default the weight
-    parameters), each entry flattened, in ``keys`` order."""
+                  keys: list[str] | None = None,
+                  dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """[n, d] on the CPU: row i is w_i - w_g over ``keys`` (default the weight parameters),
+    each entry flattened, in ``keys`` order; both models are cast to ``dtype`` (default
+    float64) before the subtraction."""
     keys = weight_keys(global_model) if keys is None else keys
     sizes = [global_model[k].numel() for k in keys]
-    out = torch.empty((len(models), sum(sizes)), dtype=torch.float64)
+    out = torch.empty((len(models), sum(sizes)), dtype=dtype)
     for row, (_, local) in enumerate(models):
         start = 0
         for key, size in zip(keys, sizes):
-            base = global_model[key].detach().to(device="cpu", dtype=torch.float64)
-            out[row, start:start + size] = (local[key].detach().to(device="cpu",
-                                                                   dtype=torch.float64)
+            base = global_model[key].detach().to(device="cpu", dtype=dtype)
+            out[row, start:start + size] = (local[key].detach().to(device="cpu", dtype=dtype)
                                             - base).reshape(-1)
             start += size
     return out
@@ -152,7 +154,12 @@ def output_layer(state: StateDict) -> tuple[str, str | None]:
 def cosine_matrix(vectors: torch.Tensor) -> np.ndarray:
     """n x n cosine similarities of the rows (float64, from their Gram matrix); a zero row has
     cosine 0 with every row."""
-    gram = (vectors @ vectors.T).numpy()
+    return gram_cosines((vectors @ vectors.T).numpy())
+
+
+def gram_cosines(gram: np.ndarray) -> np.ndarray:
+    """The cosine similarities G_ij / sqrt(G_ii G_jj) of the vectors with Gram matrix ``gram``
+    (n x n); a zero vector has cosine 0 with every vector."""
     norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
     denom = np.outer(norms, norms)
     return np.divide(gram, denom, out=np.zeros_like(gram), where=denom > 0)

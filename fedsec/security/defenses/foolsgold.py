@@ -11,8 +11,7 @@ import fedsec
 from ..base import ClientModel, Defense, RoundContext, Stage, StateDict
 from ..metrics import report_excluded, report_weights
 from ..registry import register_defense
-from ..state import is_weight_param
-from ._common import client_id, doc
+from ._common import client_id, doc, finite_rows, gram_cosines, update_matrix
 
 
 @register_defense("foolsgold", "fools_gold")
@@ -58,12 +57,6 @@ class FoolsGoldDefense(Defense):
     def load_state_dict(self, state: dict) -> None:
         self.histories = {int(c): h.clone() for c, h in state["histories"].items()}
 
-    def _update_vector(self, local: StateDict, global_model: StateDict) -> torch.Tensor:
-        parts = [(v.detach().to(torch.float32) - global_model[k].detach().to(
-                      device=v.device, dtype=torch.float32)).reshape(-1).cpu()
-                 for k, v in local.items() if is_weight_param(k, v)]
-        return torch.cat(parts) if parts else torch.zeros(0)
-
     def _record(self, cid: int, delta: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
         if cid not in self.histories:
             federation = self.setting.federation
@@ -81,13 +74,10 @@ class FoolsGoldDefense(Defense):
                               ctx: RoundContext) -> StateDict:
         n = len(models)
         active, hist = [], []
-        for i, (_, local) in enumerate(models):
-            delta = self._update_vector(local, global_model)
-            if not bool(torch.isfinite(delta).all()):
-                report_excluded(ctx, [i], "non-finite values (NaN or Inf)")
-                continue
+        updates = update_matrix(models, global_model, dtype=torch.float32)
+        for i in finite_rows(updates, ctx):
             active.append(i)
-            hist.append(self._record(client_id(ctx, i), delta, ctx))
+            hist.append(self._record(client_id(ctx, i), updates[i], ctx))
         alpha_active = foolsgold_weights(hist, self.params.kappa)
         alpha = np.zeros(n)
         alpha[active] = alpha_active
@@ -110,9 +100,7 @@ def foolsgold_weights(histories: list[torch.Tensor], kappa: float) -> np.ndarray
     for i in range(n):
         for j in range(i, n):
             G[i, j] = G[j, i] = float(torch.dot(histories[i].double(), histories[j].double()))
-    norms = np.sqrt(np.clip(np.diag(G), 0, None))
-    denom = np.outer(norms, norms)
-    cs = np.divide(G, denom, out=np.zeros_like(G), where=denom > 0)
+    cs = gram_cosines(G)
     np.fill_diagonal(cs, 0.0)
     v = cs.max(axis=1)
     for i in range(n):
