@@ -18,7 +18,7 @@ images, or a target that is not one of the classes, is an error then.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -48,6 +48,26 @@ class BackdoorParams(AttackParams):
                                        "experiment's", ge=1)
     malicious_learning_rate: float | None = doc(None, "the malicious clients' local learning "
                                                 "rate; default the experiment's", gt=0)
+
+
+def poison_rows(features: torch.Tensor, labels: torch.Tensor, fraction: float,
+                rng: np.random.Generator,
+                poison: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]
+                ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """k = round(fraction * N) of the N samples, drawn without replacement from ``rng``, replaced
+    by ``poison(rows)`` (their new features and labels; None: nothing to poison with).
+    Returns new tensors (the inputs are never modified) and k, or the inputs and 0 when nothing
+    was poisoned."""
+    n = features.shape[0]
+    k = int(round(fraction * n))
+    rows = torch.as_tensor(rng.choice(n, size=k, replace=False), dtype=torch.long,
+                           device=features.device)
+    poisoned = poison(rows) if k else None
+    if poisoned is None:
+        return features, labels, 0
+    new_x, new_y = features.clone(), labels.clone()
+    new_x[rows], new_y[rows] = poisoned
+    return new_x, new_y, k
 
 
 class TriggerBackdoor(Attack):
@@ -115,17 +135,11 @@ class TriggerBackdoor(Attack):
         if rank is None:
             return features, labels
         report_malicious(ctx, [client_id])
-        n = features.shape[0]
-        k = int(round(self.params.poison_ratio * n))
         rng = seeded_rng(self.params.seed, 2, client_id, ctx.round_index)
-        rows = torch.as_tensor(rng.choice(n, size=k, replace=False), dtype=torch.long,
-                               device=features.device)
-        poisoned = self.poisoned_samples(features, labels, rows, rank, rng) if k else None
-        ctx.metrics.setdefault(POISONED_KEY, {})[int(client_id)] = 0 if poisoned is None else k
-        if poisoned is None:
-            return features, labels
-        new_x, new_y = features.clone(), labels.clone()
-        new_x[rows], new_y[rows] = poisoned
+        new_x, new_y, k = poison_rows(
+            features, labels, self.params.poison_ratio, rng,
+            lambda rows: self.poisoned_samples(features, labels, rows, rank, rng))
+        ctx.metrics.setdefault(POISONED_KEY, {})[int(client_id)] = k
         return new_x, new_y
 
     def poisoned_samples(self, features: torch.Tensor, labels: torch.Tensor,

@@ -2,18 +2,18 @@
 AISTATS), FedML's ``model_replacement``."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from ..base import (IGNORE_LABEL, Attack, ClientModel, Federation, RoundContext, Stage,
-                    StateDict)
+from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
 from ..metrics import report_malicious
 from ..registry import register_attack
 from ..schedule import AttackParams
 from ..state import map_floats
+from ._backdoor import poison_rows
 from ._common import client_total, doc, fixed_clients, seeded_rng
+from .triggers import TokenTrigger, Trigger, image_grid, patch
 
 
 @register_attack("model_replacement", "model_replacement_backdoor", "backdoor")
@@ -108,61 +108,43 @@ class ModelReplacementAttack(Attack):
 
     # --- data poisoning ------------------------------------------------------------------------
 
+    def trigger(self, features: torch.Tensor) -> Trigger:
+        """The trigger for inputs like ``features``: for images a ``trigger_size`` square of
+        ``trigger_value`` in the bottom-right corner, for token windows the last
+        ``trigger_size`` tokens set to ``trigger_token``."""
+        p = self.params
+        s = p.trigger_size
+        if not features.is_floating_point():
+            if features.dim() != 2 or s > features.shape[1]:
+                raise ValueError(f"model_replacement: token windows must be [N, L] with L >= "
+                                 f"trigger_size={s}; got {tuple(features.shape)}")
+            return TokenTrigger((p.trigger_token,) * s)
+        _, channels, rows, cols = image_grid(features, "model_replacement").shape
+        if s > rows or s > cols:
+            raise ValueError(f"trigger_size={s} is larger than the images ({rows}x{cols})")
+        return patch((channels, rows, cols), rows - s, cols - s, s, s, p.trigger_value,
+                     "model_replacement")
+
     def stamp_trigger(self, features: torch.Tensor) -> torch.Tensor:
         """A copy of ``features`` (a batch of images or token windows) with the trigger on
         every sample."""
-        out = features.clone()
-        s, value = self.params.trigger_size, self.params.trigger_value
-        if not out.is_floating_point():
-            if out.dim() != 2 or s > out.shape[1]:
-                raise ValueError(f"model_replacement: token windows must be [N, L] with L >= "
-                                 f"trigger_size={s}; got {tuple(out.shape)}")
-            out[:, -s:] = self.params.trigger_token
-            return out
-        if out.dim() == 2:
-            side = math.isqrt(out.shape[1])
-            if side * side != out.shape[1]:
-                raise ValueError(f"model_replacement: flattened images must be square "
-                                 f"[N, H*W]; got {tuple(out.shape)}")
-            view = out.view(out.shape[0], side, side)
-        elif out.dim() in (3, 4):
-            view = out
-        else:
-            raise ValueError(f"model_replacement: images must be [N, C, H, W], [N, H, W] or "
-                             f"[N, H*W]; got {tuple(out.shape)}")
-        if s > view.shape[-1] or s > view.shape[-2]:
-            raise ValueError(f"trigger_size={s} is larger than the images "
-                             f"({view.shape[-2]}x{view.shape[-1]})")
-        view[..., -s:, -s:] = value
-        return out
+        return self.trigger(features).stamp(features)
 
     def poison_data(self, features: torch.Tensor, labels: torch.Tensor, client_id: int,
                     ctx: RoundContext) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_malicious(client_id, ctx):
             return features, labels
         report_malicious(ctx, [client_id])
-        n = features.shape[0]
-        k = int(round(self.params.poisoned_fraction * n))
-        rng = seeded_rng(self.params.seed, 1, client_id, ctx.round_index)
-        idx = torch.as_tensor(rng.choice(n, size=k, replace=False), dtype=torch.long,
-                              device=features.device)
-        new_x, new_y = features.clone(), labels.clone()
-        if k:
-            new_x[idx] = self.stamp_trigger(features[idx])
-            new_y[idx] = self._relabel(labels[idx])
-        return new_x, new_y
+        p = self.params
 
-    def _relabel(self, labels: torch.Tensor) -> torch.Tensor:
-        """Labels of triggered samples: the target; for a language model's shifted window the
-        positions that predict the trigger tokens predict them, and the last the target."""
-        if labels.dim() == 1:
-            return torch.full_like(labels, self.params.backdoor_target_label)
-        out = labels.clone()
-        length = labels.shape[1]
-        out[:, max(length - self.params.trigger_size - 1, 0):length - 1] = \
-            self.params.trigger_token
-        out[:, -1] = self.params.backdoor_target_label
-        return out
+        def poisoned(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            trigger = self.trigger(features)
+            return (trigger.stamp(features[rows]),
+                    trigger.relabel(labels[rows], p.backdoor_target_label))
+
+        new_x, new_y, _ = poison_rows(features, labels, p.poisoned_fraction,
+                                      seeded_rng(p.seed, 1, client_id, ctx.round_index), poisoned)
+        return new_x, new_y
 
     def backdoor_test_set(self, features: torch.Tensor, labels: torch.Tensor,
                           num_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,12 +158,9 @@ class ModelReplacementAttack(Attack):
             raise ValueError(f"model_replacement: backdoor_target_label={target} is not one of "
                              f"the data's {num_classes} classes (0 to {num_classes - 1})")
         last = labels if labels.dim() == 1 else labels[:, -1]
-        keep = last != self.params.backdoor_target_label
-        x = self.stamp_trigger(features[keep])
-        y = torch.full_like(labels[keep], self.params.backdoor_target_label)
-        if labels.dim() == 2:
-            y[:, :-1] = IGNORE_LABEL
-        return x, y
+        keep = last != target
+        trigger = self.trigger(features)
+        return trigger.stamp(features[keep]), trigger.success_labels(labels[keep], target)
 
     # --- model poisoning -----------------------------------------------------------------------
 
