@@ -6,6 +6,7 @@
   ``ctx.rng`` (the state_dict helpers themselves are ``fedsec.security.state``; the metric
   keys and report helpers ``fedsec.security.metrics``).
 - ``check_*``: ``validate`` helpers whose messages name the key, the value and what is allowed.
+- ``score_bounds``: mu -/+ t sigma of outlier scores (mean and std, or median and MAD).
 - ``update_matrix`` / ``add_update`` / ``key_slices``: the round's updates w_i - w_g as one
   [n, d] float64 matrix and back into a state_dict; ``finite_rows`` drops (and reports) the
   non-finite ones; ``output_layer`` names the output layer's weight and bias; ``cosine_matrix``
@@ -77,6 +78,24 @@ def add_gaussian_noise(state: StateDict, sigma: float, ctx: RoundContext) -> Sta
         return v + noise.to(dtype=v.dtype, device=v.device)
 
     return map_weights(state, noisy)
+
+
+# --- outlier bounds -------------------------------------------------------------------------------
+
+MAD_TO_SIGMA = 1.4826  # sigma of a normal distribution = 1.4826 * its median absolute deviation
+
+
+def score_bounds(scores: np.ndarray, threshold_sigma: float, robust: bool
+                 ) -> tuple[float, float]:
+    """(mu - t sigma, mu + t sigma) of ``scores``: mean and sample std (FedML's
+    compute_gaussian_distribution), or with ``robust`` the median and 1.4826 * MAD."""
+    if robust:
+        mu = float(np.median(scores))
+        sigma = MAD_TO_SIGMA * float(np.median(np.abs(scores - mu)))
+    else:
+        mu = float(scores.mean())
+        sigma = float(scores.std(ddof=1)) if len(scores) > 1 else 0.0
+    return mu - threshold_sigma * sigma, mu + threshold_sigma * sigma
 
 
 # --- flattened updates (the detection defenses) ---------------------------------------------------

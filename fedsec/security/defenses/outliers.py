@@ -11,9 +11,7 @@ from ..base import keep_models, ClientModel, Defense, RoundContext, Stage, State
 from ..metrics import report_excluded
 from ..registry import register_defense
 from ..state import diff_norm
-from ._common import client_id, doc, states
-
-MAD_TO_SIGMA = 1.4826  # sigma of a normal distribution = 1.4826 * its median absolute deviation
+from ._common import client_id, doc, score_bounds, states
 
 
 @register_defense("three_sigma", "3sigma", "three_sigma_defense")
@@ -52,13 +50,7 @@ class ThreeSigmaDefense(Defense):
         for i, reason in info.excluded.items():
             report_excluded(ctx, [i], reason)
         scores = np.array([diff_norm(models[i][1], med) for i in used])
-        if self.params.robust:
-            mu = float(np.median(scores))
-            sigma = MAD_TO_SIGMA * float(np.median(np.abs(scores - mu)))
-        else:
-            mu = float(scores.mean())
-            sigma = float(scores.std(ddof=1))
-        bound = mu + self.params.threshold_sigma * sigma
+        _, bound = score_bounds(scores, self.params.threshold_sigma, self.params.robust)
         ctx.metrics["three_sigma_scores"] = {client_id(ctx, i): float(s)
                                              for i, s in zip(used, scores)}
         ctx.metrics["three_sigma_bound"] = bound

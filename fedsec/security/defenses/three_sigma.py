@@ -15,22 +15,7 @@ from ..base import ClientModel, Defense, RoundContext, Stage, StateDict, keep_mo
 from ..metrics import report_excluded
 from ..registry import register_defense
 from ._common import (client_id, cosine_matrix, doc, finite_rows, keep_global, output_layer,
-                      update_matrix)
-
-MAD_TO_SIGMA = 1.4826  # sigma of a normal distribution = 1.4826 * its median absolute deviation
-
-
-def score_bounds(scores: np.ndarray, threshold_sigma: float, robust: bool
-                 ) -> tuple[float, float]:
-    """(mu - t sigma, mu + t sigma) of ``scores``: mean and sample std (FedML's
-    compute_gaussian_distribution), or with ``robust`` the median and 1.4826 * MAD."""
-    if robust:
-        mu = float(np.median(scores))
-        sigma = MAD_TO_SIGMA * float(np.median(np.abs(scores - mu)))
-    else:
-        mu = float(scores.mean())
-        sigma = float(scores.std(ddof=1)) if len(scores) > 1 else 0.0
-    return mu - threshold_sigma * sigma, mu + threshold_sigma * sigma
+                      score_bounds, update_matrix)
 
 
 class FedMLThreeSigma(Defense):
