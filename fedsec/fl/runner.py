@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
+from ..security.metrics import EXCLUDED_KEY
 from .config import ExperimentConfig
 from .durability import backdoor_durability
 from .experiment import Experiment
@@ -61,7 +62,7 @@ def summarize(config: ExperimentConfig, records: list[dict[str, Any]]) -> dict[s
         "best_test_accuracy": max((r["test_accuracy"] for r in tested), default=None),
         "mean_aggregation_time_s": sum(agg) / len(agg) if agg else None,
         "total_round_time_s": sum(r.get("round_time_s", 0.0) for r in records),
-        "rounds_with_exclusions": sum(1 for r in records if r.get("excluded_clients")),
+        "rounds_with_exclusions": sum(1 for r in records if r.get(EXCLUDED_KEY)),
     }
     if "backdoor_accuracy" in last:
         out["final_backdoor_accuracy"] = last["backdoor_accuracy"]
@@ -79,7 +80,7 @@ def progress_text(record: dict[str, Any]) -> str:
         value = record.get(key)
         if isinstance(value, float) and math.isfinite(value):
             parts.append(f"{label}={value:.4f}")
-    excluded = record.get("excluded_clients")
+    excluded = record.get(EXCLUDED_KEY)
     if excluded:
         parts.append(f"excluded={len(excluded)}")
     return " ".join(parts)

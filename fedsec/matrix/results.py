@@ -11,6 +11,7 @@ import yaml
 
 from ..fl.run_dir import CONFIG, RunDir
 from ..security.detection import RUN_METRICS, mean_over_rounds
+from ..security.metrics import EXCLUDED_KEY, MALICIOUS_KEY
 from .config import Cell
 
 
@@ -44,9 +45,9 @@ class SeedResult:
     def _exclusion(self, attackers: bool) -> float | None:
         hit = total = 0
         for r in self.records:
-            bad = set(r.get("malicious_clients", []))
+            bad = set(r.get(MALICIOUS_KEY, []))
             group = bad if attackers else set(r.get("clients", [])) - bad
-            hit += len(group & set(r.get("excluded_clients", [])))
+            hit += len(group & set(r.get(EXCLUDED_KEY, [])))
             total += len(group)
         return hit / total if total else None
 
