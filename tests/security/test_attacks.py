@@ -375,6 +375,33 @@ def test_dlg_reconstructs_tiny_mlp_input(use_idlg, tmp_path):
         assert report["idlg_label"] == 2
 
 
+def test_dlg_scores_an_unordered_reconstruction_after_matching(monkeypatch):
+    # a reconstruction is unordered: the true batch swapped is a perfect one (MSE 0)
+    model = _tiny_mlp()
+    wg = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 16, generator=g)
+    y = torch.tensor([1, 3])
+    local = {k: v - 0.01 for k, v in wg.items()}
+    ctx = ctx_for(ids=[11, 12], client_batches={11: (x, y)})
+    atk = attack("dlg", dlg_iterations=1)
+    atk.setup(Setting(federation=FED, model_factory=_tiny_mlp, client_learning_rate=0.1))
+    monkeypatch.setattr(atk, "_invert", lambda *args: (0.0, x.flip(0), y.flip(0)))
+    atk.reconstruct_data([(2.0, local), (2.0, wg)], wg, ctx)
+    report = ctx.metrics["dlg"]
+    assert report["matched_reconstruction"] == [1, 0]
+    assert report["mse"] == 0.0
+    assert report["psnr"] == math.inf and report["psnr_min"] == math.inf
+    assert report["label_accuracy"] == 1.0
+
+    # the PSNR's peak is the data's range (data_max - data_min), not the batch's own spread
+    monkeypatch.setattr(atk, "_invert", lambda *args: (0.0, x.flip(0) + 0.1, y.flip(0)))
+    atk.reconstruct_data([(2.0, local), (2.0, wg)], wg, ctx)
+    report = ctx.metrics["dlg"]
+    assert report["mse"] == pytest.approx(0.01, rel=1e-5)
+    assert report["psnr"] == pytest.approx(20.0, rel=1e-4)
+
+
 def test_dlg_needs_model_factory():
     models, wg = make_round(2)
     with pytest.raises(ValueError, match="model_factory"):

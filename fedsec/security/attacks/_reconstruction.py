@@ -2,14 +2,16 @@
 leakage): the attacked client's update as the server sees it, reconstructions matched to the
 client's true batch and scored, and PNG images of them.
 
-- ``check_client_index``: ``attack_client_index`` against the clients of a round.
+- ``check_client_index``: ``attack_client_index`` against the clients of a round;
+  ``check_data_range``: ``data_min`` below ``data_max``.
 - ``in_attack_rounds``: whether ``attack_round_list`` (FedML's key) lets the round be attacked.
 - ``observe_client``: the global model rebuilt by the attack's ``setting.model_factory``, its
   trainable weights and the client's update w_global - w_local on each, with the client's sample count and its
   true first batch (ground truth, for scoring only).
 - ``output_layer``: the update of the model's output layer, [classes, features].
 - ``match_images``: each true image paired with a distinct reconstruction (Hungarian).
-- ``psnr``, ``label_accuracy``: the scores.
+- ``psnr``, ``label_accuracy``: the scores; ``image_scores``: a reconstruction matched and
+  scored against the true batch.
 - ``displayable`` / ``save_image_grid``: images as PNG.
 """
 from __future__ import annotations
@@ -43,6 +45,11 @@ def check_client_index(index: int | None, federation: Federation) -> None:
     if index is not None and index >= federation.client_num_per_round:
         raise ValueError(f"attack_client_index={index} must be between 0 and "
                          f"client_num_per_round - 1 = {federation.client_num_per_round - 1}")
+
+
+def check_data_range(data_min: float, data_max: float) -> None:
+    if data_min >= data_max:
+        raise ValueError(f"data_min={data_min} must be below data_max={data_max}")
 
 
 def in_attack_rounds(round_list: list[int] | None, round_index: int) -> bool:
@@ -98,6 +105,18 @@ def match_images(reconstruction: torch.Tensor, truth: torch.Tensor
 def psnr(mse: torch.Tensor, peak: float) -> torch.Tensor:
     """10 log10(peak^2 / MSE) per entry, +inf where the MSE is 0."""
     return 10 * torch.log10(peak ** 2 / mse)
+
+
+def image_scores(reconstruction: torch.Tensor, truth: torch.Tensor, peak: float
+                 ) -> tuple[list[int], dict[str, float | list[int]]]:
+    """``reconstruction`` matched to the true images (``match_images``) and scored: the
+    matching ``order`` and a report of it (``matched_reconstruction``), the MSE of the pairs
+    (mean over the images) and their PSNR with ``peak`` (the data's range, as Geiping et al.
+    report it: mean and minimum over the images)."""
+    order, mse = match_images(reconstruction, truth)
+    scores = psnr(mse, peak)
+    return order, {"matched_reconstruction": order, "mse": float(mse.mean()),
+                   "psnr": float(scores.mean()), "psnr_min": float(scores.min())}
 
 
 def label_accuracy(predicted: list[int], true: list[int]) -> float:

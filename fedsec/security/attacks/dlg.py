@@ -13,8 +13,8 @@ from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDi
 from ..registry import register_attack
 from ..schedule import AttackWindow
 from ._common import doc
-from ._reconstruction import (check_client_index, displayable, in_attack_rounds,
-                              observe_client)
+from ._reconstruction import (check_client_index, check_data_range, displayable,
+                              image_scores, in_attack_rounds, label_accuracy, observe_client)
 
 
 @register_attack("dlg", "deep_leakage_from_gradients")
@@ -36,10 +36,12 @@ class DlgAttack(Attack):
 
     The dummy batch has the shape of ``ctx.client_batches[client]``'s features when given, else
     ``input_shape`` (with ``batch_size``). Reports ``ctx.metrics["dlg"]``: client id, final
-    gradient distance, and when the true batch is known, the reconstruction MSE and PSNR
-    (10 log10(range^2 / MSE), range = max - min of the true batch) and the label accuracy.
-    The reconstruction is kept in ``self.last_reconstruction``; with ``save_dir`` the true
-    and reconstructed images are saved there as PNG.
+    gradient distance, and when the true batch is known, the reconstructions matched to the
+    true images (Hungarian on the squared error: a reconstructed batch is unordered), their
+    MSE, their PSNR (per image, 10 log10(range^2 / MSE) with range = data_max - data_min, the
+    data's range: mean and minimum) and the label accuracy (the share of the true labels the
+    reconstructed ones contain). The reconstruction is kept in ``self.last_reconstruction``;
+    with ``save_dir`` the true and the matched reconstructed images are saved there as PNG.
     """
 
     stages = frozenset({Stage.DATA_RECONSTRUCTION})
@@ -64,11 +66,15 @@ class DlgAttack(Attack):
         dlg_init: str = doc("uniform", "dummy data: uniform (U[0, 1), the range of fedsec's "
                                        "images) | normal (N(0, 1), Zhu et al.'s)",
                                    choices=("uniform", "normal"))
+        data_min: float = doc(0.0, "lowest input value (fedsec's images: 0); with data_max "
+                                   "the PSNR's peak")
+        data_max: float = doc(1.0, "highest input value (fedsec's images: 1)")
         seed: int = doc(0, "seed of the dummy data")
 
     @classmethod
     def validate(cls, params: "DlgAttack.Params", federation: Federation) -> None:
         check_client_index(params.attack_client_index, federation)
+        check_data_range(params.data_min, params.data_max)
         if params.input_shape is not None and not params.input_shape:
             raise ValueError("input_shape=[] must list one input's sizes")
 
@@ -109,18 +115,18 @@ class DlgAttack(Attack):
                   "iterations": p.dlg_iterations}
         if label is not None:
             report["idlg_label"] = int(label[0])
+        matched = x
         if truth is not None:
-            true_x = truth[0].detach().to(x)
-            mse = float(((x - true_x) ** 2).mean())
-            span = float(true_x.max() - true_x.min()) or 1.0
-            report["mse"] = mse
-            report["psnr"] = 10 * math.log10(span ** 2 / mse) if mse > 0 else math.inf
+            order, scores = image_scores(x, truth[0].detach().to(x), p.data_max - p.data_min)
+            report.update(scores)
+            matched = x[order]
             true_y = truth[1].detach().reshape(-1)
             if true_y.dtype in (torch.int64, torch.int32) and true_y.numel() == y.numel():
-                report["label_accuracy"] = float((y.cpu() == true_y.cpu()).float().mean())
+                report["label_accuracy"] = label_accuracy(y.reshape(-1).tolist(),
+                                                          true_y.tolist())
         ctx.metrics["dlg"] = report
         if p.save_dir is not None:
-            self._save(x, truth[0] if truth is not None else None, cid, ctx.round_index)
+            self._save(matched, truth[0] if truth is not None else None, cid, ctx.round_index)
 
     def _dummy(self, shape: tuple[int, ...], gen: torch.Generator, dtype: torch.dtype
                ) -> torch.Tensor:

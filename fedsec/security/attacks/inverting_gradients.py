@@ -18,9 +18,9 @@ from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDi
 from ..registry import register_attack
 from ..schedule import AttackWindow
 from ._common import doc
-from ._reconstruction import (ObservedClient, check_client_index, in_attack_rounds,
-                              label_accuracy, match_images, observe_client, output_layer,
-                              psnr, save_image_grid)
+from ._reconstruction import (ObservedClient, check_client_index, check_data_range,
+                              image_scores, in_attack_rounds, label_accuracy, observe_client,
+                              output_layer, save_image_grid)
 from .revealing_labels import llg_labels
 
 # The step size falls tenfold after 3/8, 5/8 and 7/8 of the iterations (the paper's schedule).
@@ -132,9 +132,7 @@ class InvertingGradientsAttack(Attack):
     def validate(cls, params: "InvertingGradientsAttack.Params", federation: Federation
                  ) -> None:
         check_client_index(params.attack_client_index, federation)
-        if params.data_min >= params.data_max:
-            raise ValueError(f"data_min={params.data_min} must be below "
-                             f"data_max={params.data_max}")
+        check_data_range(params.data_min, params.data_max)
         if params.input_shape is not None and not params.input_shape:
             raise ValueError("input_shape=[] must list one input's sizes")
 
@@ -176,11 +174,8 @@ class InvertingGradientsAttack(Attack):
         truth_x = None
         if seen.truth is not None:
             truth_x = seen.truth[0].detach().to(x)
-            order, mse = match_images(x, truth_x)
-            scores = psnr(mse, p.data_max - p.data_min)
-            report.update(matched_reconstruction=order, mse=float(mse.mean()),
-                          psnr=float(scores.mean()), psnr_min=float(scores.min()),
-                          label_accuracy=label_accuracy(labels, seen.truth[1].tolist()))
+            order, scores = image_scores(x, truth_x, p.data_max - p.data_min)
+            report.update(scores, label_accuracy=label_accuracy(labels, seen.truth[1].tolist()))
             x = x[order]
         ctx.metrics[self.name] = report
         if p.save_dir is not None:
