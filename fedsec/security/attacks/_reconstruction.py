@@ -2,8 +2,11 @@
 leakage): the attacked client's update as the server sees it, reconstructions matched to the
 client's true batch and scored, and PNG images of them.
 
+- ``ReconstructionParams`` / ``ReconstructionAttack``: the keys every such attack takes
+  (``attack_client_index``, FedML's ``attack_round_list``) and its base: the stage, what the
+  server knows, the validation and ``observe`` (the attacked client of an attacked round).
 - ``check_client_index``: ``attack_client_index`` against the clients of a round;
-  ``check_data_range``: ``data_min`` below ``data_max``.
+  ``check_input_shape``, ``check_data_range``: the other shared keys.
 - ``in_attack_rounds``: whether ``attack_round_list`` (FedML's key) lets the round be attacked.
 - ``observe_client``: the global model rebuilt by the attack's ``setting.model_factory``, its
   trainable weights and the client's update w_global - w_local on each, with the client's sample count and its
@@ -25,7 +28,9 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from ..base import Attack, ClientModel, Federation, RoundContext, StateDict, client_id
+from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict, client_id
+from ..schedule import AttackWindow
+from ._common import doc
 
 
 @dataclass
@@ -47,13 +52,50 @@ def check_client_index(index: int | None, federation: Federation) -> None:
                          f"client_num_per_round - 1 = {federation.client_num_per_round - 1}")
 
 
+def in_attack_rounds(round_list: list[int] | None, round_index: int) -> bool:
+    return round_list is None or round_index in round_list
+
+
+def check_input_shape(input_shape: list[int] | None) -> None:
+    if input_shape is not None and not input_shape:
+        raise ValueError("input_shape=[] must list one input's sizes")
+
+
 def check_data_range(data_min: float, data_max: float) -> None:
     if data_min >= data_max:
         raise ValueError(f"data_min={data_min} must be below data_max={data_max}")
 
 
-def in_attack_rounds(round_list: list[int] | None, round_index: int) -> bool:
-    return round_list is None or round_index in round_list
+@dataclass
+class ReconstructionParams(AttackWindow):
+    """The keys of every server-side reconstruction attack."""
+
+    attack_client_index: int | None = doc(None, "position in the round of the attacked "
+                                          "client; default 0 (the first)", ge=0)
+    attack_round_list: list[int] | None = doc(None, "rounds (ctx.round_index) attacked; "
+                                              "default every round", ge=0)
+
+
+class ReconstructionAttack(Attack):
+    """Base of the attacks that reconstruct a client's data (or labels) at the server: they
+    observe only, and the models go on unchanged."""
+
+    stages = frozenset({Stage.DATA_RECONSTRUCTION})
+    knowledge = "the server's view: a client's update, the global model, the architecture"
+    Params = ReconstructionParams
+
+    @classmethod
+    def validate(cls, params: ReconstructionParams, federation: Federation) -> None:
+        check_client_index(params.attack_client_index, federation)
+
+    def observe(self, models: list[ClientModel], global_model: StateDict, ctx: RoundContext
+                ) -> ObservedClient | None:
+        """The attacked client (``attack_client_index``, default the first) as the server sees
+        it, or None in a round outside ``attack_round_list``."""
+        p = self.params
+        if not in_attack_rounds(p.attack_round_list, ctx.round_index):
+            return None
+        return observe_client(self, models, global_model, ctx, p.attack_client_index or 0)
 
 
 def observe_client(attack: Attack, models: list[ClientModel], global_model: StateDict,

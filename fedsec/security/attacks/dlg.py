@@ -9,16 +9,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
+from ..base import ClientModel, Federation, RoundContext, StateDict
 from ..registry import register_attack
-from ..schedule import AttackWindow
 from ._common import doc
-from ._reconstruction import (check_client_index, check_data_range, displayable,
-                              image_scores, in_attack_rounds, label_accuracy, observe_client)
+from ._reconstruction import (ReconstructionAttack, ReconstructionParams, check_data_range,
+                              check_input_shape, displayable, image_scores, label_accuracy)
 
 
 @register_attack("dlg", "deep_leakage_from_gradients")
-class DlgAttack(Attack):
+class DlgAttack(ReconstructionAttack):
     """Data reconstruction at the server (observes only; the models go on unchanged).
 
     For the client at position ``attack_client_index`` of the round (default the first), the
@@ -44,13 +43,8 @@ class DlgAttack(Attack):
     with ``save_dir`` the true and the matched reconstructed images are saved there as PNG.
     """
 
-    stages = frozenset({Stage.DATA_RECONSTRUCTION})
-    knowledge = "the server's view: a client's update, the global model, the architecture"
-
     @dataclass
-    class Params(AttackWindow):
-        attack_client_index: int | None = doc(None, "position in the round of the attacked "
-                                              "client; default 0 (the first)", ge=0)
+    class Params(ReconstructionParams):
         dlg_iterations: int = doc(300, "L-BFGS iterations", ge=1)
         dlg_lr: float = doc(1.0, "L-BFGS learning rate", gt=0)
         use_idlg: bool = doc(False, "infer the label from the last layer's gradient (iDLG); "
@@ -58,8 +52,6 @@ class DlgAttack(Attack):
         input_shape: list[int] | None = doc(None, "shape of one input, when the true batch is "
                                             "not given in ctx.client_batches", ge=1)
         batch_size: int = doc(1, "dummy batch size when the true batch is not given", ge=1)
-        attack_round_list: list[int] | None = doc(None, "rounds (ctx.round_index) attacked; "
-                                                  "default every round")
         save_dir: str | None = doc(None, "folder for PNGs of the reconstruction")
         dlg_restarts: int = doc(1, "L-BFGS runs from fresh dummy data; the one that matches "
                                    "the gradient best is kept", ge=1)
@@ -73,10 +65,9 @@ class DlgAttack(Attack):
 
     @classmethod
     def validate(cls, params: "DlgAttack.Params", federation: Federation) -> None:
-        check_client_index(params.attack_client_index, federation)
+        super().validate(params, federation)
         check_data_range(params.data_min, params.data_max)
-        if params.input_shape is not None and not params.input_shape:
-            raise ValueError("input_shape=[] must list one input's sizes")
+        check_input_shape(params.input_shape)
 
     def __init__(self, params=None):
         super().__init__(params)
@@ -85,9 +76,9 @@ class DlgAttack(Attack):
     def reconstruct_data(self, models: list[ClientModel], global_model: StateDict,
                          ctx: RoundContext) -> None:
         p = self.params
-        if not in_attack_rounds(p.attack_round_list, ctx.round_index):
+        seen = self.observe(models, global_model, ctx)
+        if seen is None:
             return
-        seen = observe_client(self, models, global_model, ctx, p.attack_client_index or 0)
         lr = float(self.needs("client_learning_rate", "the clients' SGD step"))
         cid, truth = seen.client_id, seen.truth
         if truth is not None:

@@ -14,12 +14,11 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.optim.adam import adam
 
-from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
+from ..base import ClientModel, Federation, RoundContext, StateDict
 from ..registry import register_attack
-from ..schedule import AttackWindow
 from ._common import doc
-from ._reconstruction import (ObservedClient, check_client_index, check_data_range,
-                              image_scores, in_attack_rounds, label_accuracy, observe_client,
+from ._reconstruction import (ObservedClient, ReconstructionAttack, ReconstructionParams,
+                              check_data_range, check_input_shape, image_scores, label_accuracy,
                               output_layer, save_image_grid)
 from .revealing_labels import llg_labels
 
@@ -61,7 +60,7 @@ def simulated_update(observed: ObservedClient, x: torch.Tensor, y: torch.Tensor,
 
 
 @register_attack("inverting_gradients", "invert_gradient", "geiping")
-class InvertingGradientsAttack(Attack):
+class InvertingGradientsAttack(ReconstructionAttack):
     """Data reconstruction at the server (observes only; the models go on unchanged), after
     Geiping et al. 2020.
 
@@ -99,15 +98,8 @@ class InvertingGradientsAttack(Attack):
     (true batch above, matched reconstructions below) is written there per attacked round.
     """
 
-    stages = frozenset({Stage.DATA_RECONSTRUCTION})
-    knowledge = "the server's view: a client's update, the global model, the architecture"
-
     @dataclass
-    class Params(AttackWindow):
-        attack_client_index: int | None = doc(None, "position in the round of the attacked "
-                                              "client; default 0 (the first)", ge=0)
-        attack_round_list: list[int] | None = doc(None, "rounds (ctx.round_index) attacked; "
-                                                  "default every round", ge=0)
+    class Params(ReconstructionParams):
         max_iterations: int = doc(4800, "Adam steps per run (the paper's code default; its "
                                         "experiments run up to 24,000)", ge=1)
         step_size: float = doc(0.1, "Adam's step size before the decay", gt=0)
@@ -131,10 +123,9 @@ class InvertingGradientsAttack(Attack):
     @classmethod
     def validate(cls, params: "InvertingGradientsAttack.Params", federation: Federation
                  ) -> None:
-        check_client_index(params.attack_client_index, federation)
+        super().validate(params, federation)
         check_data_range(params.data_min, params.data_max)
-        if params.input_shape is not None and not params.input_shape:
-            raise ValueError("input_shape=[] must list one input's sizes")
+        check_input_shape(params.input_shape)
 
     def __init__(self, params=None):
         super().__init__(params)
@@ -143,9 +134,9 @@ class InvertingGradientsAttack(Attack):
     def reconstruct_data(self, models: list[ClientModel], global_model: StateDict,
                          ctx: RoundContext) -> None:
         p = self.params
-        if not in_attack_rounds(p.attack_round_list, ctx.round_index):
+        seen = self.observe(models, global_model, ctx)
+        if seen is None:
             return
-        seen = observe_client(self, models, global_model, ctx, p.attack_client_index or 0)
         shape = self._batch_shape(seen)
         if p.tv_weight > 0 and len(shape) != 4:
             raise ValueError(f"{self.name}: tv_weight={p.tv_weight} needs image inputs "

@@ -4,16 +4,11 @@ learning", PoPETs 2022), the analytic batch-label recovery that FedML's
 ``revealing_labels_from_gradients`` module is after."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
+from ..base import ClientModel, RoundContext, StateDict
 from ..registry import register_attack
-from ..schedule import AttackWindow
-from ._common import doc
-from ._reconstruction import (check_client_index, in_attack_rounds, label_accuracy,
-                              observe_client, output_layer)
+from ._reconstruction import ReconstructionAttack, label_accuracy, output_layer
 
 
 def llg_labels(output_update: torch.Tensor, count: int) -> list[int]:
@@ -59,7 +54,7 @@ def llg_labels(output_update: torch.Tensor, count: int) -> list[int]:
 
 
 @register_attack("revealing_labels_from_gradients", "llg", "label_leakage")
-class RevealingLabelsAttack(Attack):
+class RevealingLabelsAttack(ReconstructionAttack):
     """Label leakage at the server (observes only): the labels the client at position
     ``attack_client_index`` trained on, read from its update of the output layer by LLG
     (Wainakh et al. 2022; see ``llg_labels`` for the rule and when it is exact).
@@ -78,26 +73,11 @@ class RevealingLabelsAttack(Attack):
     but not how often each occurs; LLG gives counts, which a batch reconstruction needs.
     """
 
-    stages = frozenset({Stage.DATA_RECONSTRUCTION})
-    knowledge = "the server's view: a client's update, the global model, the architecture"
-
-    @dataclass
-    class Params(AttackWindow):
-        attack_client_index: int | None = doc(None, "position in the round of the attacked "
-                                              "client; default 0 (the first)", ge=0)
-        attack_round_list: list[int] | None = doc(None, "rounds (ctx.round_index) attacked; "
-                                                  "default every round", ge=0)
-
-    @classmethod
-    def validate(cls, params: "RevealingLabelsAttack.Params", federation: Federation) -> None:
-        check_client_index(params.attack_client_index, federation)
-
     def reconstruct_data(self, models: list[ClientModel], global_model: StateDict,
                          ctx: RoundContext) -> None:
-        p = self.params
-        if not in_attack_rounds(p.attack_round_list, ctx.round_index):
+        seen = self.observe(models, global_model, ctx)
+        if seen is None:
             return
-        seen = observe_client(self, models, global_model, ctx, p.attack_client_index or 0)
         labels = llg_labels(output_layer(seen), seen.sample_count)
         report = {"client_id": seen.client_id, "round": ctx.round_index, "labels": labels}
         if seen.truth is not None and len(seen.truth[1]) == seen.sample_count:
