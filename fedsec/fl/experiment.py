@@ -85,7 +85,8 @@ class Experiment:
                           client_learning_rate=t.learning_rate, comm_round=t.comm_round,
                           server_learning_rate=t.server_lr,
                           input_shape=tuple(self.data.input_shape),
-                          num_classes=self.data.num_classes)
+                          num_classes=self.data.num_classes,
+                          training_data=(self.data.train_x, self.data.train_y))
         for component in (self.attack, self.defense):
             if component is not None:
                 component.setup(setting)

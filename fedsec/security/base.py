@@ -78,7 +78,9 @@ class Setting:
     ``model_factory`` builds the model the state_dicts belong to; ``client_learning_rate`` is
     the clients' SGD step; ``comm_round`` the experiment's number of rounds;
     ``server_learning_rate`` the server's step on the averaged update (FedAvg: 1);
-    ``input_shape`` the shape of one input sample and ``num_classes`` the data's class count.
+    ``input_shape`` the shape of one input sample and ``num_classes`` the data's class count;
+    ``training_data`` the training split (features, labels), for a defense that holds clean data
+    of its own drawn from it (FLTrust's root set).
     """
 
     federation: Federation | None = None
@@ -88,6 +90,7 @@ class Setting:
     server_learning_rate: float | None = None
     input_shape: tuple[int, ...] | None = None
     num_classes: int | None = None
+    training_data: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass

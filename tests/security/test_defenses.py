@@ -68,7 +68,9 @@ def test_all_expected_defenses_are_registered():
         assert type(build(alias)).name == name
 
 
-@pytest.mark.parametrize("name", ALL)
+# FLTrust trains the server's model on a root set of the experiment's data, which a bare round
+# does not have: its runs are in test_defenses_gram_route.py.
+@pytest.mark.parametrize("name", [n for n in ALL if n != "fltrust"])
 def test_defaults_run_and_keep_structure(name):
     models, g, ctx = make_round()
     defense = build(name)

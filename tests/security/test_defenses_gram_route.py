@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from fedsec.fl import Experiment, parse_config
+from fedsec.security import Federation, build_defense
 
 from support.experiments import tiny, without_times
 
@@ -40,11 +41,7 @@ def defense(name, **params) -> dict:
 
 def experiment(rounds: int = ROUNDS, **sections) -> Experiment:
     train = {"comm_round": rounds, **sections.pop("train_args", {})}
-    exp = Experiment(parse_config(tiny(train_args=train, **sections)))
-    if getattr(exp.defense, "name", "") == "fltrust":
-        # The engine's hand-over of the training split (see the fltrust defense's docstring).
-        exp.defense.set_training_data(exp.data.train_x, exp.data.train_y)
-    return exp
+    return Experiment(parse_config(tiny(train_args=train, **sections)))
 
 
 def run(rounds: int = ROUNDS, **sections) -> list[dict]:
@@ -171,10 +168,17 @@ def test_chain_after_nnm_mixes_inside_the_rule(rule):
     assert_accuracy_held(records)
 
 
-def test_fltrust_without_training_data_is_an_error():
-    exp = Experiment(parse_config(tiny(defense_args=defense("fltrust"))))
-    with pytest.raises(ValueError, match="set_training_data"):
-        exp.run_round()
+def test_fltrust_draws_its_root_set_at_setup_and_refuses_one_larger_than_the_data():
+    exp = Experiment(parse_config(tiny(defense_args=defense("fltrust", fltrust_root_size=50))))
+    features, labels = exp.defense.root
+    assert len(features) == len(labels) == 50
+    rows = [int(torch.nonzero((exp.data.train_x == x).flatten(1).all(1))[0]) for x in features]
+    assert rows == sorted(rows) and torch.equal(exp.data.train_y[rows], labels)
+    with pytest.raises(ValueError, match="fltrust_root_size=5000 is more than the 2000"):
+        Experiment(parse_config(tiny(defense_args=defense("fltrust", fltrust_root_size=5000))))
+    alone = build_defense(defense("fltrust"), Federation(10, 10))
+    with pytest.raises(ValueError, match="fltrust has no root set.*setting.training_data"):
+        alone.server_update({}, None)
 
 
 @pytest.mark.parametrize("params,pattern", [

@@ -9,7 +9,7 @@ import torch
 
 import fedsec
 
-from ..base import is_float
+from ..base import Setting, is_float
 from ..metrics import report_weights
 from ..registry import register_defense
 from ._common import doc
@@ -33,8 +33,8 @@ class FLTrustDefense(RuleDefense):
     w_g + sum_i TS_i (||g_0|| / ||g_i||) g_i / sum_j TS_j (``fedsec.fltrust``), w_g itself when
     every score is 0. Sample counts are not used, as in the paper.
 
-    The engine hands the training split over once with ``set_training_data(features, labels)``
-    (an engine without ctx.local_trainer and setting.model_factory cannot run it). Reports the
+    The root set is drawn at setup from ``setting.training_data`` (an engine without it,
+    ctx.local_trainer and setting.model_factory, such as the FedML facade, cannot run it). Reports the
     trust scores in client_weights and the clients of score 0 in excluded_clients."""
 
     @dataclass
@@ -47,8 +47,13 @@ class FLTrustDefense(RuleDefense):
         super().__init__(params)
         self.root: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def set_training_data(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        """Draw the root set from the experiment's training split."""
+    def setup(self, setting: Setting) -> None:
+        """Draw the root set from the experiment's training split (before any training: a
+        root set larger than the split is refused here)."""
+        super().setup(setting)
+        if setting.training_data is None:
+            return  # an engine without the data: server_update says what is missing
+        features, labels = setting.training_data
         size = self.params.fltrust_root_size
         if size > len(features):
             raise ValueError(f"fltrust_root_size={size} is more than the {len(features)} "
@@ -61,8 +66,8 @@ class FLTrustDefense(RuleDefense):
     def server_update(self, global_model, ctx) -> dict:
         """g_0: the global model trained on the root set, minus the global model."""
         if self.root is None:
-            raise ValueError("fltrust has no root set: the engine must hand it the training "
-                             "data (FLTrustDefense.set_training_data) before the first round")
+            raise ValueError("fltrust has no root set: it draws one from setting.training_data, "
+                             "which this engine did not give (fedsec's simulation does)")
         if ctx.local_trainer is None:
             raise ValueError("fltrust trains the server's model with ctx.local_trainer, which "
                              "this engine does not provide")
