@@ -9,7 +9,9 @@ models, and the clients it left out are reported.
   ``pre=``; the weights are then None (mixed models have no sample counts), else the sample
   counts.
 - ``ByzantineParams`` / ``check_majority``: the key ``byzantine_client_num`` (f) and the
-  requirement n > 2f of the rules that keep a majority (MDA, MoNNA, CAF, SMEA).
+  requirement n > 2f of the rules that keep a majority (MDA, MoNNA, CAF, SMEA);
+  ``MajorityRuleDefense``: a ``RuleDefense`` with both, taking a chain's pre-aggregators
+  (MDA, CAF, SMEA).
 
 The rules that read norms or cosines of updates get the local models with
 ``center=global_model``: their updates are w_i - w_g, read where the models lie (no update is
@@ -18,7 +20,7 @@ materialised), and the result is w_g + the aggregated update.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ..base import ClientModel, Defense, Federation, RoundContext, Stage, StateDict
 from ..metrics import report_aggregation
@@ -50,6 +52,20 @@ class RuleDefense(Defense):
                                      global_model, ctx, pre)
         report_aggregation(ctx, info, len(models), self.name)
         return value
+
+
+class MajorityRuleDefense(RuleDefense):
+    """A ``RuleDefense`` whose rule takes f = ``byzantine_client_num`` and needs n > 2f
+    (checked at validation, the message naming ``rule_label``); it accepts a chain's
+    pre-aggregators."""
+
+    accepts_pre = True
+    Params = ByzantineParams
+    rule_label: ClassVar[str] = ""
+
+    @classmethod
+    def validate(cls, params: ByzantineParams, federation: Federation) -> None:
+        check_majority(cls.rule_label, params, federation)
 
 
 def round_seed(ctx: RoundContext) -> int:

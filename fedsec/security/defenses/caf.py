@@ -1,18 +1,15 @@
 """The covariance-bound agnostic filter (Allouah, Guerraoui, Stephan 2025, as ByzFL defines it)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import fedsec
 
-from ..base import Federation
 from ..metrics import report_weights
 from ..registry import register_defense
-from ._rule_defense import ByzantineParams, RuleDefense, check_majority
+from ._rule_defense import MajorityRuleDefense
 
 
 @register_defense("caf", "covariance_bound_agnostic_filter")
-class CAFDefense(RuleDefense):
+class CAFDefense(MajorityRuleDefense):
     """Covariance-bound agnostic filter (Allouah, Guerraoui, Stephan, ICML 2025; ByzFL's CAF):
     the local models' weights start at 1 and are filtered along the top eigenvector of their
     weighted covariance until they sum to at most n - 2f; the new global model is the weighted
@@ -24,15 +21,7 @@ class CAFDefense(RuleDefense):
     (mixed models have no sample counts).
     """
 
-    accepts_pre = True
-
-    @dataclass
-    class Params(ByzantineParams):
-        pass
-
-    @classmethod
-    def validate(cls, params: "CAFDefense.Params", federation: Federation) -> None:
-        check_majority("CAF", params, federation)
+    rule_label = "CAF"
 
     def aggregate(self, models, weights, global_model, ctx, pre):
         value, info = fedsec.caf(models, self.params.byzantine_client_num, return_info=True,

@@ -1,17 +1,14 @@
 """Minimum-diameter averaging (El Mhamdi, Guerraoui, Rouault 2018)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import fedsec
 
-from ..base import Federation
 from ..registry import register_defense
-from ._rule_defense import ByzantineParams, RuleDefense, check_majority
+from ._rule_defense import MajorityRuleDefense
 
 
 @register_defense("mda", "minimum_diameter_averaging")
-class MDADefense(RuleDefense):
+class MDADefense(MajorityRuleDefense):
     """Minimum-diameter averaging (El Mhamdi, Guerraoui, Rouault, ICML 2018, "The hidden
     vulnerability of distributed learning in Byzantium"): the new global model is the mean,
     weighted by sample counts, of the n - f local models whose set has the smallest diameter
@@ -22,15 +19,7 @@ class MDADefense(RuleDefense):
     (mixed models have no sample counts).
     """
 
-    accepts_pre = True
-
-    @dataclass
-    class Params(ByzantineParams):
-        pass
-
-    @classmethod
-    def validate(cls, params: "MDADefense.Params", federation: Federation) -> None:
-        check_majority("MDA", params, federation)
+    rule_label = "MDA"
 
     def aggregate(self, models, weights, global_model, ctx, pre):
         return fedsec.mda(models, self.params.byzantine_client_num, weights=weights,

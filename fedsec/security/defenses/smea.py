@@ -1,17 +1,14 @@
 """Smallest maximum eigenvalue averaging (Allouah et al. 2023, as ByzFL defines it)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import fedsec
 
-from ..base import Federation
 from ..registry import register_defense
-from ._rule_defense import ByzantineParams, RuleDefense, check_majority
+from ._rule_defense import MajorityRuleDefense
 
 
 @register_defense("smea", "smallest_maximum_eigenvalue_averaging")
-class SMEADefense(RuleDefense):
+class SMEADefense(MajorityRuleDefense):
     """Smallest maximum eigenvalue averaging (Allouah, Guerraoui, Gupta, Pinot, Stephan, ICML
     2023; ByzFL's SMEA): the new global model is the mean, weighted by sample counts, of the
     n - f local models whose covariance has the smallest largest eigenvalue (``fedsec.smea``:
@@ -22,15 +19,7 @@ class SMEADefense(RuleDefense):
     (mixed models have no sample counts).
     """
 
-    accepts_pre = True
-
-    @dataclass
-    class Params(ByzantineParams):
-        pass
-
-    @classmethod
-    def validate(cls, params: "SMEADefense.Params", federation: Federation) -> None:
-        check_majority("SMEA", params, federation)
+    rule_label = "SMEA"
 
     def aggregate(self, models, weights, global_model, ctx, pre):
         return fedsec.smea(models, self.params.byzantine_client_num, weights=weights,
