@@ -4,7 +4,10 @@ client's true batch and scored, and PNG images of them.
 
 - ``ReconstructionParams`` / ``ReconstructionAttack``: the keys every such attack takes
   (``attack_client_index``, FedML's ``attack_round_list``) and its base: the stage, what the
-  server knows, the validation and ``observe`` (the attacked client of an attacked round).
+  server knows, the validation and ``observe`` (the attacked client of an attacked round);
+  ``BatchReconstructionParams`` / ``BatchReconstructionAttack``: those that rebuild the batch
+  itself (dlg, inverting_gradients): its shape when the true batch is not given, the data's
+  range, ``last_reconstruction``.
 - ``check_client_index``: ``attack_client_index`` against the clients of a round;
   ``check_input_shape``, ``check_data_range``: the other shared keys.
 - ``in_attack_rounds``: whether ``attack_round_list`` (FedML's key) lets the round be attacked.
@@ -96,6 +99,36 @@ class ReconstructionAttack(Attack):
         if not in_attack_rounds(p.attack_round_list, ctx.round_index):
             return None
         return observe_client(self, models, global_model, ctx, p.attack_client_index or 0)
+
+
+@dataclass
+class BatchReconstructionParams(ReconstructionParams):
+    """The keys of the attacks that rebuild the client's batch."""
+
+    input_shape: list[int] | None = doc(None, "shape of one input, when the true batch is "
+                                        "not in ctx.client_batches", ge=1)
+    batch_size: int = doc(1, "the clients' batch size, when the true batch is not in "
+                             "ctx.client_batches", ge=1)
+    data_min: float = doc(0.0, "lowest input value (fedsec's images: 0); data_max - data_min "
+                               "is the PSNR's peak (and the box, where the attack keeps one)")
+    data_max: float = doc(1.0, "highest input value (fedsec's images: 1)")
+
+
+class BatchReconstructionAttack(ReconstructionAttack):
+    """Base of the attacks that rebuild the client's batch; the last reconstruction (inputs,
+    labels) is kept in ``last_reconstruction``."""
+
+    Params = BatchReconstructionParams
+
+    @classmethod
+    def validate(cls, params: BatchReconstructionParams, federation: Federation) -> None:
+        super().validate(params, federation)
+        check_data_range(params.data_min, params.data_max)
+        check_input_shape(params.input_shape)
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.last_reconstruction: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def observe_client(attack: Attack, models: list[ClientModel], global_model: StateDict,

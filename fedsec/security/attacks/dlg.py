@@ -9,15 +9,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..base import ClientModel, Federation, RoundContext, StateDict
+from ..base import ClientModel, RoundContext, StateDict
 from ..registry import register_attack
 from ._common import doc
-from ._reconstruction import (ReconstructionAttack, ReconstructionParams, check_data_range,
-                              check_input_shape, displayable, image_scores, label_accuracy)
+from ._reconstruction import (BatchReconstructionAttack, BatchReconstructionParams,
+                              displayable, image_scores, label_accuracy)
 
 
 @register_attack("dlg", "deep_leakage_from_gradients")
-class DlgAttack(ReconstructionAttack):
+class DlgAttack(BatchReconstructionAttack):
     """Data reconstruction at the server (observes only; the models go on unchanged).
 
     For the client at position ``attack_client_index`` of the round (default the first), the
@@ -44,34 +44,18 @@ class DlgAttack(ReconstructionAttack):
     """
 
     @dataclass
-    class Params(ReconstructionParams):
+    class Params(BatchReconstructionParams):
         dlg_iterations: int = doc(300, "L-BFGS iterations", ge=1)
         dlg_lr: float = doc(1.0, "L-BFGS learning rate", gt=0)
         use_idlg: bool = doc(False, "infer the label from the last layer's gradient (iDLG); "
                                     "needs a batch of 1")
-        input_shape: list[int] | None = doc(None, "shape of one input, when the true batch is "
-                                            "not given in ctx.client_batches", ge=1)
-        batch_size: int = doc(1, "dummy batch size when the true batch is not given", ge=1)
         save_dir: str | None = doc(None, "folder for PNGs of the reconstruction")
         dlg_restarts: int = doc(1, "L-BFGS runs from fresh dummy data; the one that matches "
                                    "the gradient best is kept", ge=1)
         dlg_init: str = doc("uniform", "dummy data: uniform (U[0, 1), the range of fedsec's "
                                        "images) | normal (N(0, 1), Zhu et al.'s)",
                                    choices=("uniform", "normal"))
-        data_min: float = doc(0.0, "lowest input value (fedsec's images: 0); with data_max "
-                                   "the PSNR's peak")
-        data_max: float = doc(1.0, "highest input value (fedsec's images: 1)")
         seed: int = doc(0, "seed of the dummy data")
-
-    @classmethod
-    def validate(cls, params: "DlgAttack.Params", federation: Federation) -> None:
-        super().validate(params, federation)
-        check_data_range(params.data_min, params.data_max)
-        check_input_shape(params.input_shape)
-
-    def __init__(self, params=None):
-        super().__init__(params)
-        self.last_reconstruction: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def reconstruct_data(self, models: list[ClientModel], global_model: StateDict,
                          ctx: RoundContext) -> None:

@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.optim.adam import adam
 
-from ..base import ClientModel, Federation, RoundContext, StateDict
+from ..base import ClientModel, RoundContext, StateDict
 from ..registry import register_attack
 from ._common import doc
-from ._reconstruction import (ObservedClient, ReconstructionAttack, ReconstructionParams,
-                              check_data_range, check_input_shape, image_scores, label_accuracy,
-                              output_layer, save_image_grid)
+from ._reconstruction import (BatchReconstructionAttack, BatchReconstructionParams,
+                              ObservedClient, image_scores, label_accuracy, output_layer,
+                              save_image_grid)
 from .revealing_labels import llg_labels
 
 # The step size falls tenfold after 3/8, 5/8 and 7/8 of the iterations (the paper's schedule).
@@ -60,7 +60,7 @@ def simulated_update(observed: ObservedClient, x: torch.Tensor, y: torch.Tensor,
 
 
 @register_attack("inverting_gradients", "invert_gradient", "geiping")
-class InvertingGradientsAttack(ReconstructionAttack):
+class InvertingGradientsAttack(BatchReconstructionAttack):
     """Data reconstruction at the server (observes only; the models go on unchanged), after
     Geiping et al. 2020.
 
@@ -99,7 +99,7 @@ class InvertingGradientsAttack(ReconstructionAttack):
     """
 
     @dataclass
-    class Params(ReconstructionParams):
+    class Params(BatchReconstructionParams):
         max_iterations: int = doc(4800, "Adam steps per run (the paper's code default; its "
                                         "experiments run up to 24,000)", ge=1)
         step_size: float = doc(0.1, "Adam's step size before the decay", gt=0)
@@ -110,26 +110,9 @@ class InvertingGradientsAttack(ReconstructionAttack):
                                         "instead of recovering them by LLG")
         local_steps: int = doc(1, "full-batch SGD steps the client made (train_args.epochs "
                                   "when its data is one batch)", ge=1)
-        data_min: float = doc(0.0, "lowest input value (the box; fedsec's images: 0)")
-        data_max: float = doc(1.0, "highest input value (the box; fedsec's images: 1)")
-        input_shape: list[int] | None = doc(None, "shape of one input, when the true batch is "
-                                            "not in ctx.client_batches", ge=1)
-        batch_size: int = doc(1, "the clients' batch size, when the true batch is not in "
-                                 "ctx.client_batches", ge=1)
         save_dir: str | None = doc(None, "folder for a PNG grid of the reconstruction per "
                                          "attacked round")
         seed: int = doc(0, "seed of the dummy data")
-
-    @classmethod
-    def validate(cls, params: "InvertingGradientsAttack.Params", federation: Federation
-                 ) -> None:
-        super().validate(params, federation)
-        check_data_range(params.data_min, params.data_max)
-        check_input_shape(params.input_shape)
-
-    def __init__(self, params=None):
-        super().__init__(params)
-        self.last_reconstruction: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def reconstruct_data(self, models: list[ClientModel], global_model: StateDict,
                          ctx: RoundContext) -> None:
