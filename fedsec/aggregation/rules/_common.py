@@ -1,11 +1,13 @@
 """What the rules share: the ``weights=`` argument checked and normalised over the clients a
-rule uses, and the ``return_info=`` switch."""
+rule uses, the ``return_info=`` switch, and ``subset_mean``, the skeleton of the rules that
+average the best n - f updates (MDA, SMEA)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from ...params import check
 from ..context import AggregationContext
 
 
@@ -42,3 +44,23 @@ def normalised(ctx: AggregationContext, w: np.ndarray | None, clients: list[int]
 
 def result(value_and_info: tuple, return_info: bool):
     return value_and_info if return_info else value_and_info[0]
+
+
+def subset_mean(name: str, updates, f: int, weights, on_nonfinite: str, return_info: bool,
+                backend: str, pre, search: Callable[[np.ndarray, int, int], list[int]]):
+    """The mean (weighted by ``weights`` when given) of the n - f updates at the positions
+    ``search(gram, n, n - f)`` returns (from the n x n Gram matrix of the finite updates);
+    requires n > 2f. The coefficients in the info are those of the mean, 0 elsewhere."""
+    f = check("f", f, int, ge=0)
+    ctx = AggregationContext(name, updates, on_nonfinite, backend, pre)
+    w = weights_of(weights, ctx.updates.n, ctx.pre)
+
+    def body():
+        gram = ctx.gram()
+        ctx.require(ctx.n > 2 * f, f"n > 2f; got n={ctx.n}, f={f}")
+        chosen = [ctx.active[i] for i in search(gram.matrix, ctx.n, ctx.n - f)]
+        a = normalised(ctx, w, chosen)
+        value = ctx.combine(a, clients=chosen)
+        return value, ctx.info(chosen, coefficients=ctx.expand(a, chosen))
+
+    return result(ctx.run(body), return_info)

@@ -1,10 +1,8 @@
 """Minimum-diameter averaging (El Mhamdi, Guerraoui, Rouault 2018) on the Gram matrix."""
 from __future__ import annotations
 
-from ...params import check
 from .. import solvers, spectral
-from ..context import AggregationContext
-from ._common import normalised, result, weights_of
+from ._common import subset_mean
 
 
 def mda(updates, f: int, weights=None, *, on_nonfinite: str = "exclude",
@@ -18,20 +16,10 @@ def mda(updates, f: int, weights=None, *, on_nonfinite: str = "exclude",
     (the first smallest in itertools.combinations order), greedily beyond (f times, drop the
     endpoint of the farthest pair that is farther from the rest: spectral.farthest_pair_drop).
     docs/api.md."""
-    f = check("f", f, int, ge=0)
-    ctx = AggregationContext("mda", updates, on_nonfinite, backend, pre)
-    w = weights_of(weights, ctx.updates.n, ctx.pre)
+    def minimum_diameter(gram, n: int, m: int) -> list[int]:
+        D = solvers.squared_distances(gram)
+        return spectral.best_subset(n, m, lambda s: spectral.subset_diameters(D, s),
+                                    spectral.farthest_pair_drop(D))[0]
 
-    def body():
-        gram = ctx.gram()
-        ctx.require(ctx.n > 2 * f, f"n > 2f; got n={ctx.n}, f={f}")
-        D = solvers.squared_distances(gram.matrix)
-        subset, _ = spectral.best_subset(ctx.n, ctx.n - f,
-                                         lambda s: spectral.subset_diameters(D, s),
-                                         spectral.farthest_pair_drop(D))
-        chosen = [ctx.active[i] for i in subset]
-        a = normalised(ctx, w, chosen)
-        value = ctx.combine(a, clients=chosen)
-        return value, ctx.info(chosen, coefficients=ctx.expand(a, chosen))
-
-    return result(ctx.run(body), return_info)
+    return subset_mean("mda", updates, f, weights, on_nonfinite, return_info, backend, pre,
+                       minimum_diameter)

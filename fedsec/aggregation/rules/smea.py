@@ -2,10 +2,8 @@
 Gram matrix."""
 from __future__ import annotations
 
-from ...params import check
 from .. import spectral
-from ..context import AggregationContext
-from ._common import normalised, result, weights_of
+from ._common import subset_mean
 
 
 def smea(updates, f: int, weights=None, *, on_nonfinite: str = "exclude",
@@ -20,18 +18,9 @@ def smea(updates, f: int, weights=None, *, on_nonfinite: str = "exclude",
     (ByzFL estimates it by one power iteration from a random start). The subsets are searched
     exactly while C(n, f) (n - f)^2 <= 10^7, greedily beyond (f times, drop the update whose
     removal leaves the smallest eigenvalue; lowest index on ties). docs/api.md."""
-    f = check("f", f, int, ge=0)
-    ctx = AggregationContext("smea", updates, on_nonfinite, backend, pre)
-    w = weights_of(weights, ctx.updates.n, ctx.pre)
+    def smallest_max_eigenvalue(gram, n: int, m: int) -> list[int]:
+        return spectral.best_subset(n, m,
+                                    lambda s: spectral.subset_max_eigenvalues(gram, s))[0]
 
-    def body():
-        gram = ctx.gram()
-        ctx.require(ctx.n > 2 * f, f"n > 2f; got n={ctx.n}, f={f}")
-        subset, _ = spectral.best_subset(
-            ctx.n, ctx.n - f, lambda s: spectral.subset_max_eigenvalues(gram.matrix, s))
-        chosen = [ctx.active[i] for i in subset]
-        a = normalised(ctx, w, chosen)
-        value = ctx.combine(a, clients=chosen)
-        return value, ctx.info(chosen, coefficients=ctx.expand(a, chosen))
-
-    return result(ctx.run(body), return_info)
+    return subset_mean("smea", updates, f, weights, on_nonfinite, return_info, backend, pre,
+                       smallest_max_eigenvalue)
