@@ -50,6 +50,14 @@ class BackdoorParams(AttackParams):
                                                 "rate; default the experiment's", gt=0)
 
 
+def malicious_training(params: Any) -> dict[str, Any]:
+    """A malicious client's training overrides: ``malicious_epochs`` and
+    ``malicious_learning_rate`` where set."""
+    overrides = {"epochs": params.malicious_epochs,
+                 "learning_rate": params.malicious_learning_rate}
+    return {k: v for k, v in overrides.items() if v is not None}
+
+
 def poison_rows(features: torch.Tensor, labels: torch.Tensor, fraction: float,
                 rng: np.random.Generator,
                 poison: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]
@@ -105,9 +113,7 @@ class TriggerBackdoor(Attack):
         return self.attacker_rank(client_id, ctx) is not None
 
     def local_training(self, client_id: int, ctx: RoundContext) -> dict[str, Any]:
-        p = self.params
-        overrides = {"epochs": p.malicious_epochs, "learning_rate": p.malicious_learning_rate}
-        return {k: v for k, v in overrides.items() if v is not None}
+        return malicious_training(self.params)
 
     # --- triggers ------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from ..metrics import report_malicious
 from ..registry import register_attack
 from ..schedule import AttackParams
 from ..state import map_floats
-from ._backdoor import poison_rows
+from ._backdoor import malicious_training, poison_rows
 from ._common import client_total, doc, fixed_clients, seeded_rng
 from .triggers import TokenTrigger, Trigger, image_grid, patch
 
@@ -102,9 +102,7 @@ class ModelReplacementAttack(Attack):
         return self.attacker_id(ctx) == int(client_id)
 
     def local_training(self, client_id: int, ctx: RoundContext) -> dict:
-        p = self.params
-        overrides = {"epochs": p.malicious_epochs, "learning_rate": p.malicious_learning_rate}
-        return {k: v for k, v in overrides.items() if v is not None}
+        return malicious_training(self.params)
 
     # --- data poisoning ------------------------------------------------------------------------
 
