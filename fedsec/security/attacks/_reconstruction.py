@@ -4,7 +4,8 @@ client's true batch and scored, and PNG images of them.
 
 - ``ReconstructionParams`` / ``ReconstructionAttack``: the keys every such attack takes
   (``attack_client_index``, FedML's ``attack_round_list``) and its base: the stage, what the
-  server knows, the validation and ``observe`` (the attacked client of an attacked round);
+  server knows, the validation, ``observe`` (the attacked client of an attacked round) and
+  ``reconstruct_data`` calling the subclass's ``reconstruct`` with it;
   ``BatchReconstructionParams`` / ``BatchReconstructionAttack``: those that rebuild the batch
   itself (dlg, inverting_gradients): its shape when the true batch is not given, the data's
   range, ``last_reconstruction``.
@@ -100,6 +101,16 @@ class ReconstructionAttack(Attack):
             return None
         return observe_client(self, models, global_model, ctx, p.attack_client_index or 0)
 
+    def reconstruct_data(self, models: list[ClientModel], global_model: StateDict,
+                         ctx: RoundContext) -> None:
+        seen = self.observe(models, global_model, ctx)
+        if seen is not None:
+            self.reconstruct(seen, ctx)
+
+    def reconstruct(self, seen: ObservedClient, ctx: RoundContext) -> None:
+        """The attack on the observed client of an attacked round; reports in ``ctx.metrics``."""
+        raise NotImplementedError
+
 
 @dataclass
 class BatchReconstructionParams(ReconstructionParams):
@@ -112,6 +123,7 @@ class BatchReconstructionParams(ReconstructionParams):
     data_min: float = doc(0.0, "lowest input value (fedsec's images: 0); data_max - data_min "
                                "is the PSNR's peak (and the box, where the attack keeps one)")
     data_max: float = doc(1.0, "highest input value (fedsec's images: 1)")
+    seed: int = doc(0, "seed of the dummy data")
 
 
 class BatchReconstructionAttack(ReconstructionAttack):

@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..base import ClientModel, RoundContext, StateDict
+from ..base import RoundContext
 from ..registry import register_attack
 from ._common import doc
 from ._reconstruction import (BatchReconstructionAttack, BatchReconstructionParams,
-                              displayable, image_scores, label_accuracy)
+                              ObservedClient, displayable, image_scores, label_accuracy)
 
 
 @register_attack("dlg", "deep_leakage_from_gradients")
@@ -55,14 +55,9 @@ class DlgAttack(BatchReconstructionAttack):
         dlg_init: str = doc("uniform", "dummy data: uniform (U[0, 1), the range of fedsec's "
                                        "images) | normal (N(0, 1), Zhu et al.'s)",
                                    choices=("uniform", "normal"))
-        seed: int = doc(0, "seed of the dummy data")
 
-    def reconstruct_data(self, models: list[ClientModel], global_model: StateDict,
-                         ctx: RoundContext) -> None:
+    def reconstruct(self, seen: ObservedClient, ctx: RoundContext) -> None:
         p = self.params
-        seen = self.observe(models, global_model, ctx)
-        if seen is None:
-            return
         lr = float(self.needs("client_learning_rate", "the clients' SGD step"))
         cid, truth = seen.client_id, seen.truth
         if truth is not None:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.optim.adam import adam
 
-from ..base import ClientModel, RoundContext, StateDict
+from ..base import RoundContext
 from ..registry import register_attack
 from ._common import doc
 from ._reconstruction import (BatchReconstructionAttack, BatchReconstructionParams,
@@ -112,14 +112,9 @@ class InvertingGradientsAttack(BatchReconstructionAttack):
                                   "when its data is one batch)", ge=1)
         save_dir: str | None = doc(None, "folder for a PNG grid of the reconstruction per "
                                          "attacked round")
-        seed: int = doc(0, "seed of the dummy data")
 
-    def reconstruct_data(self, models: list[ClientModel], global_model: StateDict,
-                         ctx: RoundContext) -> None:
+    def reconstruct(self, seen: ObservedClient, ctx: RoundContext) -> None:
         p = self.params
-        seen = self.observe(models, global_model, ctx)
-        if seen is None:
-            return
         shape = self._batch_shape(seen)
         if p.tv_weight > 0 and len(shape) != 4:
             raise ValueError(f"{self.name}: tv_weight={p.tv_weight} needs image inputs "

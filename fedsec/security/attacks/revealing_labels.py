@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from ..base import ClientModel, RoundContext, StateDict
+from ..base import RoundContext
 from ..registry import register_attack
-from ._reconstruction import ReconstructionAttack, label_accuracy, output_layer
+from ._reconstruction import ObservedClient, ReconstructionAttack, label_accuracy, output_layer
 
 
 def llg_labels(output_update: torch.Tensor, count: int) -> list[int]:
@@ -73,11 +73,7 @@ class RevealingLabelsAttack(ReconstructionAttack):
     but not how often each occurs; LLG gives counts, which a batch reconstruction needs.
     """
 
-    def reconstruct_data(self, models: list[ClientModel], global_model: StateDict,
-                         ctx: RoundContext) -> None:
-        seen = self.observe(models, global_model, ctx)
-        if seen is None:
-            return
+    def reconstruct(self, seen: ObservedClient, ctx: RoundContext) -> None:
         labels = llg_labels(output_layer(seen), seen.sample_count)
         report = {"client_id": seen.client_id, "round": ctx.round_index, "labels": labels}
         if seen.truth is not None and len(seen.truth[1]) == seen.sample_count:
