@@ -28,7 +28,7 @@ struct Mixing {
 };
 
 struct Kernels {
-  // G (n x n, upper triangle including the diagonal) += products of the centred rows times
+  // G (n x n, upper triangle including the diagonal) += products of the centered rows times
   // `scale` over [begin, end), with float32 products when `fast` (see gram.cpp), float64
   // otherwise.
   void (*gram)(const void* const* rows, int64_t n, const void* ref, int64_t begin, int64_t end,

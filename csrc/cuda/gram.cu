@@ -2,7 +2,7 @@
 //
 // G is cut into tiles of kTile x kTile entries. A block owns one tile pair (bi <= bj) of the
 // upper triangle and one slice of the coordinates, which it walks in chunks of bk coordinates:
-// the chunk of every row of both tiles is centred and converted to float64 once, into shared
+// the chunk of every row of both tiles is centered and converted to float64 once, into shared
 // memory, and then every thread adds the products of a kMicro x kMicro micro-tile of rows into
 // registers. At the end each product is added to G with a double atomicAdd, together with its
 // mirror below the diagonal, so G comes out whole and symmetric without a second pass.
@@ -36,8 +36,8 @@ __device__ __forceinline__ int groups_in_tile(int64_t n, int64_t b) {
   return static_cast<int>((rows + kMicro - 1) / kMicro);
 }
 
-// Shapes: rows[n] device pointers to d elements of T; ref: d elements or null (no centring);
-//   scale: a power of two every centred value is multiplied by; G: n x n doubles, row-major,
+// Shapes: rows[n] device pointers to d elements of T; ref: d elements or null (no centering);
+//   scale: a power of two every centered value is multiplied by; G: n x n doubles, row-major,
 //   accumulated into (both triangles).
 // Launch: grid (tile pairs T(T+1)/2 with T = ceil(n / kTile), coordinate slices), kThreads
 //   threads; dynamic shared memory staged_rows * (bk + 1) doubles with bk = 1 << bk_shift,
@@ -94,7 +94,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t slice_step = int64_t{gridDim.y} << bk_shift;
   for (int64_t c0 = int64_t{blockIdx.y} << bk_shift; c0 < d; c0 += slice_step) {
     __syncthreads();  // the previous chunk has been consumed
-    // Stage the chunk, centred, as float64. A warp covers 32 consecutive coordinates of one row
+    // Stage the chunk, centered, as float64. A warp covers 32 consecutive coordinates of one row
     // (coalesced); each thread loads kStageBatch items before storing any, to keep that many
     // loads in flight (the generic loads cannot move past the shared-memory stores).
     for (int e0 = threadIdx.x; e0 < items; e0 += kThreads * kStageBatch) {

@@ -118,18 +118,18 @@ class AggregationContext:
     # --- the primitives, over the clients in play ------------------------------------------------
 
     def gram(self, center: UpdateSet | None = None, medoid: bool = False) -> solvers.Gram:
-        """The centred Gram matrix of the clients in play (float64, n x n), with the medoid's
+        """The centered Gram matrix of the clients in play (float64, n x n), with the medoid's
         position when ``medoid`` is true (see solvers.Gram); with pre=, that of the mixed
         updates, E G E^T (see pre.mixed_gram for its error bound), and their medoid.
 
-        Centred on ``center`` when given, else on a client in play (the first, or the medoid
+        Centered on ``center`` when given, else on a client in play (the first, or the medoid
         when the first is far from the others). Non-finite clients are excluded on the way.
 
         Every pass's error bound (``backend.gram_error``) is checked against the distances it
         produced (``solvers.gram_is_accurate``) and, when asked for, against the medoid's tie
         rule (``solvers.medoid``; with pre=, on the mixed updates' distances and their
         propagated bounds). The first pass may use float32 products (the native CPU
-        core's fast path). While a pass fails, the next one is centred on the medoid (once,
+        core's fast path). While a pass fails, the next one is centered on the medoid (once,
         when the reference is another client: a reference far from the clients costs
         precision), then uses float64 products (after float32 ones over- or underflowed, or
         were not precise enough), then scales the updates by a power of two (when float64
@@ -139,7 +139,7 @@ class AggregationContext:
         dtype, d = self.updates.dtype, self.updates.dimension
         bounds = {fast: self.backend.gram_error(dtype, fast, d) for fast in (True, False)}
         fast = bounds[True] != bounds[False]  # the backend has a float32 pass for dtype
-        reference, exponent, recentred = 0, 0, center is not None
+        reference, exponent, recentered = 0, 0, center is not None
         while True:
             G = self._finite_gram(center, reference, fast, exponent)
             error = bounds[fast]
@@ -152,12 +152,12 @@ class AggregationContext:
                 found = solvers.medoid(solvers.squared_distances(view[0]), view[1])
             if accurate and (found is not None or not medoid):
                 return solvers.Gram(view[0], exponent, found)
-            if finite and not recentred:
-                recentred = True
+            if finite and not recentered:
+                recentered = True
                 nearest = solvers.medoid(D)
                 if nearest != reference:
                     reference = nearest
-                    # Accurate but for the medoid's ties: centred on it, with more precision.
+                    # Accurate but for the medoid's ties: centered on it, with more precision.
                     fast = fast and not accurate
                     continue
             if fast:
@@ -183,7 +183,7 @@ class AggregationContext:
 
     def _finite_gram(self, center: UpdateSet | None, reference: int, fast: bool, exponent: int):
         """One Gram pass of the sources (the clients in play, and a clipping chain's center)
-        scaled by 2^exponent, centred on ``center`` or on the source at ``reference``, over
+        scaled by 2^exponent, centered on ``center`` or on the source at ``reference``, over
         the finite clients.
 
         A non-finite diagonal entry is either a client with NaN/Inf, which one flagging pass

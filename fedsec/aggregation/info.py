@@ -12,7 +12,7 @@ class AggregationInfo:
 
     ``coefficients`` is set for rules whose output is a combination of whole updates:
     the output equals ``sum_i coefficients[i] * x_i`` plus ``(1 - sum(coefficients))`` times the
-    reference point (``center`` for centred clipping; zero remainder for the others).
+    reference point (``center`` for centered clipping; zero remainder for the others).
     """
 
     rule: str

@@ -149,7 +149,7 @@ def medoid(X, D=None):
 
 
 def centered_clip(X, tau, iters=1, center=None, D=None):
-    """Centred clipping (Karimireddy et al. 2021, "Learning from history for Byzantine robust
+    """Centered clipping (Karimireddy et al. 2021, "Learning from history for Byzantine robust
     optimization"): v <- v + (1/n) sum_i (x_i - v) min(1, tau / ||x_i - v||), iters times, from
     ``center`` or the medoid update."""
     n = len(X)
@@ -227,9 +227,9 @@ def mda(X, f, weights=None, D=None):
 
 def covariance_max_eigenvalue(Z):
     """lambda_max of (1/m) sum_i (z_i - mean)(z_i - mean)^T of the m rows of Z: that of
-    (1/m) C C^T, C the centred rows (the same nonzero eigenvalues, an m x m problem)."""
-    centred = Z - Z.mean(axis=0)
-    return max(np.linalg.eigvalsh(centred @ centred.T)[-1], 0.0) / len(Z)
+    (1/m) C C^T, C the centered rows (the same nonzero eigenvalues, an m x m problem)."""
+    centered = Z - Z.mean(axis=0)
+    return max(np.linalg.eigvalsh(centered @ centered.T)[-1], 0.0) / len(Z)
 
 
 def smea_selection(X, f):
@@ -288,16 +288,16 @@ def caf(X, f, return_details=False):
 def dnc_selection(X, f, subsample=10_000, iters=5, c=1.0, seed=0):
     """Divide-and-Conquer's kept clients (Shejwalkar & Houmansadr 2021, Algorithm 2): iters
     times, r = sorted(numpy Generator(seed).choice(d, b, replace=False)) (all coordinates when
-    b >= d), scores ((x_i[r] - mu) . v)^2 with v the top right singular vector of the centred
+    b >= d), scores ((x_i[r] - mu) . v)^2 with v the top right singular vector of the centered
     X[:, r], keep the floor(n - c f) lowest (ties to the lower index); the intersection."""
     n, d = X.shape
     rng = np.random.default_rng(seed)
     good = set(range(n))
     for _ in range(iters):
         r = np.arange(d) if subsample >= d else np.sort(rng.choice(d, subsample, replace=False))
-        centred = X[:, r] - X[:, r].mean(axis=0)
-        v = np.linalg.svd(centred, full_matrices=False)[2][0]
-        scores = (centred @ v) ** 2
+        centered = X[:, r] - X[:, r].mean(axis=0)
+        v = np.linalg.svd(centered, full_matrices=False)[2][0]
+        scores = (centered @ v) ** 2
         good &= set(np.argsort(scores, kind="stable")[:int(np.floor(n - c * f))].tolist())
     return sorted(good)
 

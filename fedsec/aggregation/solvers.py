@@ -1,6 +1,6 @@
 """The small n x n part of the Gram-based rules, in float64.
 
-Every function takes the centred Gram matrix G (G_ij = <x_i - r, x_j - r>, or of the updates
+Every function takes the centered Gram matrix G (G_ij = <x_i - r, x_j - r>, or of the updates
 scaled by a power of two: see Gram) of the clients in play and works on coefficient vectors beta
 that stand for the point r + sum_k beta_k (x_k - r).
 The data is never touched here: iterations cost O(n^2), whatever the model size.
@@ -14,7 +14,7 @@ import numpy as np
 
 
 class Gram(NamedTuple):
-    """A centred Gram matrix of the clients in play as the rules use it.
+    """A centered Gram matrix of the clients in play as the rules use it.
 
     ``matrix`` is the Gram matrix of 2^exponent (x_i - r): exponent is 0 unless float64
     products of the updates would over- or underflow, so lengths in the updates' units are

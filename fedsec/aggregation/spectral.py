@@ -25,7 +25,7 @@ EXACT_ENTRIES = 10**7
 _BATCH_ENTRIES = 1 << 22
 
 
-def centred_gram(G: np.ndarray, a: np.ndarray) -> np.ndarray:
+def centered_gram(G: np.ndarray, a: np.ndarray) -> np.ndarray:
     """K_ij = <z_i, z_j> for z_i = y_i - sum_k a_k y_k: (I - 1 a^T) G (I - a 1^T)."""
     Ga = G @ a
     return G - Ga[:, None] - Ga[None, :] + a @ Ga
@@ -41,7 +41,7 @@ def covariance_top(G: np.ndarray, a: np.ndarray) -> tuple[float, np.ndarray]:
     """(lambda_max, projections): the largest eigenvalue of the a-weighted covariance of the
     points whose Gram matrix is G, and every point's projection z_i . v on its unit
     eigenvector v (zeros when lambda_max is 0). Points with a_i = 0 are projected too."""
-    K = centred_gram(G, a)
+    K = centered_gram(G, a)
     root = np.sqrt(a)
     lam, u = top_eigenpair(root[:, None] * K * root[None, :])
     if lam == 0.0:
@@ -52,11 +52,11 @@ def covariance_top(G: np.ndarray, a: np.ndarray) -> tuple[float, np.ndarray]:
 def dnc_scores(M: np.ndarray) -> np.ndarray:
     """Divide-and-Conquer's outlier scores (Shejwalkar & Houmansadr 2021, Alg. 2) of the rows
     of M (the clients' values at the subsampled coordinates): ((m_i - mu) . v)^2 with mu the
-    mean row and v the top right singular vector of the centred M, i.e. the covariance's top
+    mean row and v the top right singular vector of the centered M, i.e. the covariance's top
     eigenvector (covariance_top with uniform weights, on the Gram matrix of M's rows)."""
     n = M.shape[0]
-    centred = M - M.mean(axis=0)
-    _, projections = covariance_top(centred @ centred.T, np.full(n, 1.0 / n))
+    centered = M - M.mean(axis=0)
+    _, projections = covariance_top(centered @ centered.T, np.full(n, 1.0 / n))
     return projections ** 2
 
 
@@ -96,7 +96,7 @@ def subset_diameters(D: np.ndarray, subsets: np.ndarray) -> np.ndarray:
 
 def subset_max_eigenvalues(G: np.ndarray, subsets: np.ndarray) -> np.ndarray:
     """lambda_max of the covariance (1/m) sum_{i in S} (x_i - mu_S)(x_i - mu_S)^T of each row S
-    of ``subsets`` ([B, m] indices): SMEA's score, from each subset's centred sub-Gram."""
+    of ``subsets`` ([B, m] indices): SMEA's score, from each subset's centered sub-Gram."""
     m = subsets.shape[1]
     sub = G[subsets[:, :, None], subsets[:, None, :]]
     rows = sub.mean(axis=2, keepdims=True)

@@ -91,7 +91,7 @@ def test_smea_and_mda_differ_where_spread_and_diameter_disagree(backend):
 
 
 def test_dnc_by_hand(backend):
-    # subsample >= d: every coordinate, no draw. Mean (2.75, 2.75); the centred rows'
+    # subsample >= d: every coordinate, no draw. Mean (2.75, 2.75); the centered rows'
     # scatter [[70.75, 69.75], [69.75, 70.75]] has top eigenvector (1, 1)/sqrt(2); scores
     # (z . v)^2 = 15.125, 10.125, 10.125, 105.125; f = 1, c = 1: keep 3 -> (1/3, 1/3).
     got, info = _run("dnc", [[0, 0], [1, 0], [0, 1], [10, 10]], backend, f=1, subsample=5)

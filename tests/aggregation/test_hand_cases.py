@@ -5,7 +5,7 @@ Where the arithmetic is exact (selections, sums of small integers, halves) the c
 exact; elsewhere rtol 1e-14 allows a few float64 roundings in any summation order (or FMA).
 They pin the conventions of docs/api.md (even median, trimmed mean's k, Krum's n - f - 2
 neighbours and lower-index ties, Bulyan's neighbour count and distance-tie rule, the Weiszfeld
-start and stopping rule, centred clipping's step and medoid).
+start and stopping rule, centered clipping's step and medoid).
 """
 from __future__ import annotations
 
@@ -141,9 +141,9 @@ def test_multi_krum_weighted(backend):
 
 
 def test_krum_in_two_dimensions(backend):
-    # Unit square corners + its centre + two outliers, f = 2, n = 7: 3 neighbours.
-    # corners: 0.5 + 1 + 1 = 2.5; centre: 0.5 * 3 = 1.5;
-    # (10, 10): 162 (to (1,1)), 180.5 (centre), 181 -> 523.5; (-10, 10): 181, 200, 200.5 -> 581.5
+    # Unit square corners + its center + two outliers, f = 2, n = 7: 3 neighbours.
+    # corners: 0.5 + 1 + 1 = 2.5; center: 0.5 * 3 = 1.5;
+    # (10, 10): 162 (to (1,1)), 180.5 (center), 181 -> 523.5; (-10, 10): 181, 200, 200.5 -> 581.5
     rows = [[0, 0], [1, 0], [0, 1], [1, 1], [0.5, 0.5], [10, 10], [-10, 10]]
     scores = as_numpy64(fedsec.krum_scores(_t(rows, backend), f=2, backend=backend.kind))
     np.testing.assert_allclose(scores, [2.5, 2.5, 2.5, 2.5, 1.5, 523.5, 581.5], rtol=1e-12)
@@ -287,7 +287,7 @@ def test_geometric_median_stops_on_the_estimated_remaining_distance(tol, iterati
     np.testing.assert_allclose(_np(value), [z], rtol=1e-13)
 
 
-# --- centred clipping -----------------------------------------------------------------------------
+# --- centered clipping -----------------------------------------------------------------------------
 
 CLIP_ROWS = [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [100.0, 0.0]]
 

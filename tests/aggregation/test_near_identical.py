@@ -69,8 +69,8 @@ def test_nearest_neighbour_distances(seed, backend):
 
 
 def test_scores_accurate_when_client_0_is_far(backend):
-    """Client 0 (the natural reference point of a centred Gram matrix) is 1e4 spreads away: the
-    honest clients' distances must stay accurate (a Gram matrix centred on client 0 in float32
+    """Client 0 (the natural reference point of a centered Gram matrix) is 1e4 spreads away: the
+    honest clients' distances must stay accurate (a Gram matrix centered on client 0 in float32
     would have errors ~ eps32 * 100, far above the distances ~ 2e-6)."""
     X = _cloud(12, 7, far_client=0)
     f = 2

@@ -248,8 +248,8 @@ def test_one_huge_finite_attacker(rule, kwargs, attacker, magnitude, dtype, back
     """A Byzantine client sends a finite update of ``magnitude`` everywhere (exact in float32),
     the 8 honest ones are the quantised cloud (|x| < 4). Nothing is non-finite, so nothing may
     be excluded (docs/api.md), and the rules must answer as the float64 reference does, also
-    when the attacker is client 0 (the natural centre of a centred Gram matrix): distances among
-    the honest clients are then what a wrong centring destroys."""
+    when the attacker is client 0 (the natural center of a centered Gram matrix): distances among
+    the honest clients are then what a wrong centering destroys."""
     n, d = 9, 1000
     X = np.array(quantised_cloud(seed_of("attack", n, d), n, d), copy=True)
     X[attacker] = magnitude

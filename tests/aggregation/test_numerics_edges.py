@@ -214,7 +214,7 @@ def test_weights_whose_sum_overflows(rule, backend):
 def test_medoid_ties_in_one_dimension(seed, dtype, backend):
     """1-D updates, an even count: the two middle clients' sums of distances to the others are
     equal (every point between them is a 1-D median), so rounding, which differs between
-    backends, must not decide which one centred clipping starts from (docs/api.md: sums within
+    backends, must not decide which one centered clipping starts from (docs/api.md: sums within
     a relative 1e-6 are ties, the lowest index wins)."""
     rng = np.random.default_rng(seed)
     n = 2 * int(rng.integers(2, 9))

@@ -55,7 +55,7 @@ def _fs(limit: int) -> list[int]:
 
 def variants(rule: str, n: int, d: int) -> list[dict]:
     """The parameter sets tested for ``rule`` on n clients ("random" weights and "near"
-    centres are built from the case's seed)."""
+    centers are built from the case's seed)."""
     half = (n - 1) // 2  # the largest f with n > 2f
     weighted = [{"f": 1, "weights": "random"}] if half >= 1 else []
     if rule == "caf":

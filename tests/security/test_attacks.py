@@ -445,7 +445,7 @@ def test_config_errors_name_key_and_value(args, patterns):
 
 
 def test_aliases_and_disabled():
-    assert type(build_attack(_args("a_little_is_enough"), FED)).__name__ == "AlieAttack"
+    assert type(build_attack(_args("a_little_is_enough"), FED)).__name__ == "ALIEAttack"
     assert build_attack({"enable_attack": False, "attack_type": "byzantine"}, FED) is None
     for name in ("byzantine", "label_flipping", "model_replacement", "dlg", "alie", "ipm"):
         atk = build_attack(_args(name), FED)

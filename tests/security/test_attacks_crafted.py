@@ -282,7 +282,7 @@ def test_fang_trim_hand_case():
 # --- mimic ----------------------------------------------------------------------------------------
 
 def reference_mimic_choice(Y: np.ndarray) -> int:
-    """The update farthest along the top eigenvector of the d x d covariance of the centred
+    """The update farthest along the top eigenvector of the d x d covariance of the centered
     updates (sign: the largest projection in magnitude positive)."""
     Yc = Y - Y.mean(0)
     _, vectors = np.linalg.eigh(Yc.T @ Yc)

@@ -61,8 +61,8 @@ def test_kmeans_1d_is_the_exact_optimum(n, k):
                   for j in range(k))
         assert within[c] == pytest.approx(best, abs=1e-12), (n, k, c)
         assert own == pytest.approx(best, abs=1e-12)
-        centres = [x[labels[:, c] == j, c].mean() for j in range(k)]
-        assert centres == sorted(centres)  # labels in increasing order of the values
+        centers = [x[labels[:, c] == j, c].mean() for j in range(k)]
+        assert centers == sorted(centers)  # labels in increasing order of the values
 
 
 def test_kmeans_1d_hand_case():
@@ -327,8 +327,8 @@ def test_auror_suspicion_matches_brute_force(n, d):
             w = sum(((u[labels == j, c] - u[labels == j, c].mean()) ** 2).sum() for j in (0, 1))
             if w < best - 1e-12:
                 best, best_labels = w, labels
-        centres = [u[best_labels == j, c].mean() for j in (0, 1)]
-        if abs(centres[0] - centres[1]) > alpha:
+        centers = [u[best_labels == j, c].mean() for j in (0, 1)]
+        if abs(centers[0] - centers[1]) > alpha:
             indicative += 1
             sizes = [(best_labels == j).sum() for j in (0, 1)]
             if sizes[0] != sizes[1]:
@@ -348,8 +348,8 @@ def test_rflbat_pca_matches_svd(n, d):
     rng = np.random.default_rng(n * d)
     u = rng.normal(size=(n, d)) * np.linspace(3, 0.1, d)
     got = pca_2d(torch.from_numpy(u))
-    centred = u - u.mean(axis=0)
-    left, singular, _ = np.linalg.svd(centred, full_matrices=False)
+    centered = u - u.mean(axis=0)
+    left, singular, _ = np.linalg.svd(centered, full_matrices=False)
     want = left[:, :2] * singular[:2]
     np.testing.assert_allclose(np.abs(got), np.abs(want), rtol=1e-8, atol=1e-10)
     dist = lambda x: np.linalg.norm(x[:, None] - x[None], axis=2)  # noqa: E731

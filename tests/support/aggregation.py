@@ -111,7 +111,7 @@ def combine_atol(dtype: str, terms: int, scale: float) -> float:
 
 def distance_atol(dtype: str, d: int, diam2: float) -> float:
     """Error bound of a pairwise squared distance D_ij = G_ii + G_jj - 2 G_ij from a Gram matrix
-    centred on a point of the cloud (||y_i||^2 <= diam2, the largest squared distance):
+    centered on a point of the cloud (||y_i||^2 <= diam2, the largest squared distance):
     |dD_ij| <= gram_rel * (||y_i||^2 + ||y_j||^2 + 2 ||y_i|| ||y_j||) <= 4 gram_rel diam2."""
     return 4.0 * gram_rel(dtype, d) * diam2
 
@@ -152,7 +152,7 @@ QMAX = 63
 @functools.lru_cache(maxsize=48)
 def quantised_cloud(seed: int, n: int, d: int) -> np.ndarray:
     """Like continuous_cloud, but every value is k / 16 with |k| <= 63: exactly representable in
-    bfloat16, float16, float32, and every centred product and partial Gram sum of every backend
+    bfloat16, float16, float32, and every centered product and partial Gram sum of every backend
     is an exact float32 (|y| <= 126/16, |y|^2 < 2^14 units of 2^-8, runs of 1024 products
     < 2^24 units). So the Gram matrix, the distances and hence Krum/Bulyan/medoid choices are
     exact and identical to the reference's, exact ties included, on every dtype and backend."""

@@ -1,6 +1,6 @@
 // The three streaming primitives every robust aggregator is built from (see DESIGN.md), as each
 // backend implements them. `rows` holds n pointers to client buffers of d elements of one dtype;
-// they are never stacked. A non-null `ref` is the reference point r the Gram matrix is centred
+// they are never stacked. A non-null `ref` is the reference point r the Gram matrix is centered
 // on. `nonfinite` (n bytes, may be null) gets a 1 for every row holding a NaN or Inf in this call;
 // entries are only ever set, never cleared, so one array can collect a whole state_dict.
 #pragma once

@@ -3,7 +3,7 @@ signguard, clipped_clustering).
 
 Such a rule takes the given vectors as the updates, or, with ``center=`` (e.g. the global
 model), the given vectors as models whose updates are x_i - center. Either way its numbers
-come from the Gram matrix centred on that frame's point (the origin, or ``center``), and its
+come from the Gram matrix centered on that frame's point (the origin, or ``center``), and its
 output is ``point + sum_i c_i (x_i - point)``: one combination pass.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Centred clipping (Karimireddy, He & Jaggi 2021) on the Gram matrix."""
+"""Centered clipping (Karimireddy, He & Jaggi 2021) on the Gram matrix."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +12,7 @@ from ._common import result
 def centered_clip(updates, tau: float, iters: int = 1, center=None, *,
                   on_nonfinite: str = "exclude", return_info: bool = False,
                   backend: str = "auto", pre=None):
-    """Centred clipping (Karimireddy et al. 2021): v <- v + (1/n) sum_i (x_i - v) min(1, tau /
+    """Centered clipping (Karimireddy et al. 2021): v <- v + (1/n) sum_i (x_i - v) min(1, tau /
     ||x_i - v||), ``iters`` times, from ``center`` (one update in the same form, e.g. the last
     global model) or, when None, from the medoid update (ties within a relative 1e-6 go to the
     lowest index, docs/api.md)."""
@@ -29,7 +29,7 @@ def centered_clip(updates, tau: float, iters: int = 1, center=None, *,
         beta = solvers.centered_clip(gram.matrix, beta, gram.length(tau), iters)
         remainder = 1.0 - beta.sum()
         if start is None:
-            # Centred on the first client in play: its coefficient takes the remainder.
+            # Centered on the first client in play: its coefficient takes the remainder.
             coefficients = beta.copy()
             coefficients[0] += remainder
             value = ctx.combine(coefficients)

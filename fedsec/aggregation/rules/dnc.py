@@ -17,7 +17,7 @@ def dnc(updates, f: int, weights=None, *, subsample: int = 10_000, iters: int = 
         return_info: bool = False, backend: str = "auto", pre=None):
     """Divide-and-Conquer (Shejwalkar & Houmansadr, NDSS 2021, "Manipulating the Byzantine",
     Algorithm 2). ``iters`` times: draw ``subsample`` coordinates (all of them when d is
-    smaller), centre the clients' values there on their mean, score each client by the square
+    smaller), center the clients' values there on their mean, score each client by the square
     of its projection on the top right singular vector, and keep the floor(n - c f) lowest
     scores (ties to the lower index); the result is the mean (weighted by ``weights`` when
     given) of the clients kept every time. Requires n - c f >= 1; a ValueError when no client

@@ -23,7 +23,7 @@ def fltrust(updates, server_update, *, center=None, on_nonfinite: str = "exclude
     ``server_update`` is g_0 itself in both cases. ``info.scores`` holds the trust scores (0
     for excluded clients), ``info.coefficients`` the c_i of center + sum_i c_i g_i.
 
-    The cosines and norms come from two Gram passes (centred on the frame's point and on the
+    The cosines and norms come from two Gram passes (centered on the frame's point and on the
     server's point), then one combination pass."""
     ctx = AggregationContext("fltrust", updates, on_nonfinite, backend)
     server = ctx.updates.like(server_update, "server_update")

@@ -14,7 +14,7 @@ def smea(updates, f: int, weights=None, *, on_nonfinite: str = "exclude",
     empirical covariance (1/|S|) sum_{i in S} (x_i - mu_S)(x_i - mu_S)^T has the smallest
     largest eigenvalue; requires n > 2f.
 
-    Each subset's eigenvalue is exact, from its centred (n - f) x (n - f) sub-Gram matrix
+    Each subset's eigenvalue is exact, from its centered (n - f) x (n - f) sub-Gram matrix
     (ByzFL estimates it by one power iteration from a random start). The subsets are searched
     exactly while C(n, f) (n - f)^2 <= 10^7, greedily beyond (f times, drop the update whose
     removal leaves the smallest eigenvalue; lowest index on ties). docs/api.md."""

@@ -1,16 +1,16 @@
 """Built-in attacks; importing this package registers them."""
-from .alie import AlieAttack
+from .alie import ALIEAttack
 from .badnets import BadNetsAttack
 from .blended import BlendedAttack
 from .byzantine import ByzantineAttack
-from .dba import DbaAttack
-from .dlg import DlgAttack
+from .dba import DBAAttack
+from .dlg import DLGAttack
 from .edge_case import EdgeCaseAttack
 from .fang import FangAttack
 from .gaussian import GaussianAttack
 from .inf import InfAttack
 from .inverting_gradients import InvertingGradientsAttack
-from .ipm import IpmAttack
+from .ipm import IPMAttack
 from .label_flipping import LabelFlippingAttack
 from .mimic import MimicAttack
 from .min_max import MinMaxAttack, MinSumAttack
@@ -19,8 +19,8 @@ from .neurotoxin import NeurotoxinAttack
 from .revealing_labels import RevealingLabelsAttack
 from .sign_flipping import SignFlippingAttack
 
-__all__ = ["AlieAttack", "ByzantineAttack", "DlgAttack", "IpmAttack", "LabelFlippingAttack",
+__all__ = ["ALIEAttack", "ByzantineAttack", "DLGAttack", "IPMAttack", "LabelFlippingAttack",
            "ModelReplacementAttack", "InvertingGradientsAttack", "RevealingLabelsAttack",
            "FangAttack", "GaussianAttack", "InfAttack", "MimicAttack", "MinMaxAttack",
-           "MinSumAttack", "SignFlippingAttack", "BadNetsAttack", "BlendedAttack", "DbaAttack",
+           "MinSumAttack", "SignFlippingAttack", "BadNetsAttack", "BlendedAttack", "DBAAttack",
            "EdgeCaseAttack", "NeurotoxinAttack"]

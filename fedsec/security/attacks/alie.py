@@ -24,7 +24,7 @@ def alie_z_max(n: int, m: int) -> float:
 
 
 @register_attack("alie", "a_little_is_enough")
-class AlieAttack(Attack):
+class ALIEAttack(Attack):
     """ALIE (Baruch et al. 2019): each malicious client sends, per coordinate,
 
         w = mu - z * sigma,
@@ -57,7 +57,7 @@ class AlieAttack(Attack):
                                         "use (replaces z)")
 
     @classmethod
-    def validate(cls, params: "AlieAttack.Params", federation: Federation) -> None:
+    def validate(cls, params: "ALIEAttack.Params", federation: Federation) -> None:
         check_count("byzantine_client_num", params.byzantine_client_num, federation,
                     leave_benign=1)
         if params.alie_optimal and params.z is not None:

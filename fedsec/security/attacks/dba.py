@@ -15,7 +15,7 @@ from .triggers import ImageTrigger, image_grid, patch
 
 
 @register_attack("dba")
-class DbaAttack(TriggerBackdoor):
+class DBAAttack(TriggerBackdoor):
     """DBA (Xie et al. 2020): one global trigger split into ``local_trigger_num`` local
     triggers; the malicious client of rank i (its position in the fixed malicious set, see
     ``_backdoor``) stamps only local trigger i mod local_trigger_num on its poisoned samples,
@@ -45,7 +45,7 @@ class DbaAttack(TriggerBackdoor):
         trigger_value: float = doc(1.0, "value of the trigger's pixels (1: white)")
 
     @classmethod
-    def validate(cls, params: "DbaAttack.Params", federation: Federation) -> None:
+    def validate(cls, params: "DBAAttack.Params", federation: Federation) -> None:
         super().validate(params, federation)
         count = cls.malicious_count(params, federation.client_num_in_total)
         if 0 < count < params.local_trigger_num:

@@ -17,7 +17,7 @@ from ._reconstruction import (BatchReconstructionAttack, BatchReconstructionPara
 
 
 @register_attack("dlg", "deep_leakage_from_gradients")
-class DlgAttack(BatchReconstructionAttack):
+class DLGAttack(BatchReconstructionAttack):
     """Data reconstruction at the server (observes only; the models go on unchanged).
 
     For the client at position ``attack_client_index`` of the round (default the first), the

@@ -29,7 +29,7 @@ class EdgeCaseAttack(TriggerBackdoor):
     historical records, a handwriting rare in MNIST's) as edge cases for EMNIST and label them
     1. fedsec ships no second digit set, so the stand-in is the same digit in a rare style: a
     7 (``edge_case_source_label``) with the crossbar of the continental style, drawn through
-    the middle of its stroke (two rows of white, half the digit's width, centred on the stroke
+    the middle of its stroke (two rows of white, half the digit's width, centered on the stroke
     at the digit's mid-height). The attacker makes them from its own 7s: each round
     round(poison_ratio * N) of its N samples are replaced by crossbar versions of its 7s (drawn
     with replacement) labelled ``target_label`` (its clean 7s stay in its data as 7s); a client
@@ -86,7 +86,7 @@ class EdgeCaseAttack(TriggerBackdoor):
 def continental_crossbar(features: torch.Tensor) -> torch.Tensor:
     """Each image with a crossbar through its stroke: two rows of the image's brightest value
     at the mid-height of its ink (the rows with a pixel above INK x the brightest), spanning
-    half the ink's width, centred on the ink of the middle row (on the ink's centre when that
+    half the ink's width, centered on the ink of the middle row (on the ink's center when that
     row has none). A new tensor; every channel gets the bar."""
     images = image_grid(features, "edge_case")
     if images.shape[0] == 0:
@@ -104,12 +104,12 @@ def continental_crossbar(features: torch.Tensor) -> torch.Tensor:
     left = torch.where(inked_cols, cols, float(width)).amin(1)
     right = torch.where(inked_cols, cols, -1.0).amax(1)
     on_row = ink[torch.arange(n), middle].to(images.dtype)  # [N, W]
-    centre = torch.where(on_row.sum(1) > 0,
+    center = torch.where(on_row.sum(1) > 0,
                          (on_row * cols).sum(1) / on_row.sum(1).clamp(min=1),
                          (left + right) / 2)
     half = ((right - left + 1) / 4).clamp(min=1)
-    across = (cols.view(1, -1) >= (centre - half).view(-1, 1)) & \
-             (cols.view(1, -1) <= (centre + half).view(-1, 1))           # [N, W]
+    across = (cols.view(1, -1) >= (center - half).view(-1, 1)) & \
+             (cols.view(1, -1) <= (center + half).view(-1, 1))           # [N, W]
     down = (rows.view(1, -1) == middle.view(-1, 1)) | \
            (rows.view(1, -1) == (middle + 1).view(-1, 1))                 # [N, H]
     bar = (down.unsqueeze(2) & across.unsqueeze(1)).unsqueeze(1)          # [N, 1, H, W]

@@ -32,7 +32,7 @@ class GaussianAttack(Attack):
 
     @dataclass
     class Params(KnowledgeParams):
-        gaussian_center: str = doc("global", "what the noise is centred on: global (w_g) | mean "
+        gaussian_center: str = doc("global", "what the noise is centered on: global (w_g) | mean "
                                              "(the known honest models' mean)", choices=CENTERS)
         gaussian_std: float = doc(1.0, "standard deviation of the noise, per coordinate", ge=0)
 

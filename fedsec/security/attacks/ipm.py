@@ -13,7 +13,7 @@ from ._common import (KnowledgeParams, LineSearchParams, benign_stats, check_cou
 
 
 @register_attack("ipm", "inner_product_manipulation")
-class IpmAttack(Attack):
+class IPMAttack(Attack):
     """IPM (Xie et al. 2019): each malicious client sends the negated, scaled mean honest update
 
         w = w_g - epsilon * mean_i(w_i - w_g),
@@ -42,7 +42,7 @@ class IpmAttack(Attack):
                                        "defense in use (replaces epsilon)")
 
     @classmethod
-    def validate(cls, params: "IpmAttack.Params", federation: Federation) -> None:
+    def validate(cls, params: "IPMAttack.Params", federation: Federation) -> None:
         check_count("byzantine_client_num", params.byzantine_client_num, federation,
                     leave_benign=1)
 

@@ -17,8 +17,8 @@ def most_heterogeneous(G: np.ndarray) -> int:
     """The client whose update lies farthest along the top principal direction of the updates'
     spread, from their Gram matrix G (k x k) alone.
 
-    With the centred Gram matrix K = H G H (H = I - 11^T / k) = U diag(lam) U^T, the top
-    principal direction of the centred updates Y_c is z = Y_c^T u / sqrt(lam_1) and client i's
+    With the centered Gram matrix K = H G H (H = I - 11^T / k) = U diag(lam) U^T, the top
+    principal direction of the centered updates Y_c is z = Y_c^T u / sqrt(lam_1) and client i's
     projection on it is sqrt(lam_1) u_i: the k x k eigenproblem gives every projection, no
     d x d covariance is formed. z's sign is arbitrary; it is taken so that the largest
     projection in magnitude is positive, and that client is the answer (the lowest index on

@@ -1,37 +1,37 @@
 """Built-in defenses; importing this package registers them."""
+from .arc import ARCDefense
 from .auror import AurorDefense
+from .bucketing import BucketingDefense
 from .bulyan import BulyanDefense
+from .caf import CAFDefense
 from .cclip import CClipDefense
-from .clipping import NormDiffClippingDefense
-from .coordinate import CoordinateWiseMedianDefense, CoordinateWiseTrimmedMeanDefense
+from .clipped_clustering import ClippedClusteringDefense
+from .coordinate_wise import CoordinateWiseMedianDefense, CoordinateWiseTrimmedMeanDefense
 from .crfl import CRFLDefense
 from .deepsight import DeepSightDefense
-from .dp import WeakDPDefense
-from .fldetector import FLDetectorDefense
-from .foolsgold import FoolsGoldDefense
-from .geometric import GeoMedianDefense, RFADefense
-from .krum import KrumDefense
-from .lasa import LASADefense
-from .outliers import ThreeSigmaDefense
-from .residual_based_reweighting import ResidualBasedReweightingDefense
-from .rflbat import RFLBATDefense
-from .robust_lr import RobustLearningRateDefense
-from .slsgd import SLSGDDefense
-from .three_sigma import ThreeSigmaFoolsGoldDefense, ThreeSigmaGeoMedianDefense
-from .arc import ARCDefense
-from .bucketing import BucketingDefense
-from .meamed import MeamedDefense
-from .nnm import NNMDefense
-from .caf import CAFDefense
-from .clipped_clustering import ClippedClusteringDefense
 from .dnc import DnCDefense
 from .flame import FLAMEDefense
+from .fldetector import FLDetectorDefense
 from .fltrust import FLTrustDefense
+from .foolsgold import FoolsGoldDefense
+from .geo_median import GeoMedianDefense
+from .krum import KrumDefense
+from .lasa import LASADefense
 from .mda import MDADefense
+from .meamed import MeamedDefense
 from .monna import MoNNADefense
+from .nnm import NNMDefense
+from .norm_diff_clipping import NormDiffClippingDefense
+from .residual_based_reweighting import ResidualBasedReweightingDefense
+from .rfa import RFADefense
+from .rflbat import RFLBATDefense
+from .robust_learning_rate import RobustLearningRateDefense
 from .signguard import SignGuardDefense
+from .slsgd import SLSGDDefense
 from .smea import SMEADefense
 from .soteria import SoteriaDefense
+from .three_sigma import ThreeSigmaDefense, ThreeSigmaFoolsGoldDefense, ThreeSigmaGeoMedianDefense
+from .weak_dp import WeakDPDefense
 
 __all__ = ["BulyanDefense", "CClipDefense", "NormDiffClippingDefense",
            "CoordinateWiseMedianDefense", "CoordinateWiseTrimmedMeanDefense", "CRFLDefense",

@@ -21,7 +21,7 @@ class AurorDefense(Defense):
 
     1. each feature's n values are split into two clusters by k-means (exact in one dimension,
        ``kmeans_1d``); the feature is indicative when the distance between the two cluster
-       centres exceeds ``auror_alpha``;
+       centers exceeds ``auror_alpha``;
     2. for each indicative feature, the clients of the smaller cluster are suspicious for it
        (none on a tie);
     3. a client suspicious for at least ``auror_tau`` of the indicative features is malicious
@@ -39,7 +39,7 @@ class AurorDefense(Defense):
     @dataclass
     class Params:
         auror_alpha: float = doc(0.02, "smallest distance between a feature's two cluster "
-                                       "centres that makes it indicative", gt=0)
+                                       "centers that makes it indicative", gt=0)
         auror_tau: float = doc(0.5, "share of the indicative features in whose minority "
                                     "cluster a client must be to be malicious", gt=0, le=1)
 
@@ -62,7 +62,7 @@ class AurorDefense(Defense):
 
 def auror_suspicion(updates: np.ndarray, alpha: float) -> tuple[np.ndarray, int]:
     """Per client (row), the share of the indicative features (columns whose two 1-D k-means
-    centres are more than ``alpha`` apart) in whose smaller cluster it lies; and their count."""
+    centers are more than ``alpha`` apart) in whose smaller cluster it lies; and their count."""
     labels, _ = kmeans_1d(updates, 2)
     high = labels == 1
     size_high = high.sum(axis=0)

@@ -1,4 +1,4 @@
-"""Centred clipping (FedML's ``cclip``)."""
+"""Centered clipping (FedML's ``cclip``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,7 +13,7 @@ from ._common import doc, states
 
 @register_defense("cclip", "centered_clipping", "centred_clipping")
 class CClipDefense(Defense):
-    """Centred clipping (Karimireddy, He, Jaggi, ICML 2021, "Learning from history for
+    """Centered clipping (Karimireddy, He, Jaggi, ICML 2021, "Learning from history for
     Byzantine robust optimization").
 
     From v = w_g (the last global model), ``iters`` times:
@@ -30,7 +30,7 @@ class CClipDefense(Defense):
 
     @dataclass
     class Params:
-        tau: float = doc(10.0, "clipping radius around the current centre", gt=0)
+        tau: float = doc(10.0, "clipping radius around the current center", gt=0)
         iters: int = doc(1, "clipping iterations (the paper uses 1 with momentum)", ge=1)
 
     def defend_on_aggregation(self, models: list[ClientModel], global_model: StateDict,

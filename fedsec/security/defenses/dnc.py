@@ -16,7 +16,7 @@ from ._rule_defense import RuleDefense, round_seed
 class DnCDefense(RuleDefense):
     """Divide-and-Conquer (Shejwalkar & Houmansadr, NDSS 2021, "Manipulating the Byzantine",
     Algorithm 2): ``dnc_iters`` times, on ``dnc_subsample`` random coordinates, the local
-    models' projections on the top singular vector of their centred values score them and the
+    models' projections on the top singular vector of their centered values score them and the
     floor(n - c f) lowest are kept (c = ``dnc_filter_frac``, f = ``byzantine_client_num``);
     the new global model is the mean, weighted by sample counts, of the models kept every
     time (``fedsec.dnc``). The coordinates are drawn anew each round from the round's seeded

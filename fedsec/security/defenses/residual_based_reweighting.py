@@ -134,8 +134,8 @@ def residual_confidence(y: torch.Tensor, lambda_param: float
     scale = MAD_TO_SIGMA * (1 + 5 / (n - 1)) * spread + 1e-7
     e = residual / scale[:, None]
     # leverage of rank x in the design [1, x] with x a permutation of 0..n-1
-    centred = rank - (n - 1) / 2
-    leverage = 1 / n + centred * centred / ((n * n - 1) * n / 12)
+    centered = rank - (n - 1) / 2
+    leverage = 1 / n + centered * centered / ((n * n - 1) * n / 12)
     root = torch.sqrt(1 - leverage)
     k = lambda_param * math.sqrt(2 / n)
     with torch.no_grad():

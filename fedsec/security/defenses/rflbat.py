@@ -20,7 +20,7 @@ class RFLBATDefense(Defense):
     Before aggregation, on the updates u_i = w_i - w_g (weight parameters):
 
     1. PCA to two dimensions: the points x_i are the updates' scores on the top two principal
-       components, from the eigen-decomposition of the centred n x n Gram matrix
+       components, from the eigen-decomposition of the centered n x n Gram matrix
        (x = V_2 diag(sqrt(lambda_2)); no d x d covariance);
     2. first outlier removal: with e_i = sum_j ||x_i - x_j||, keep e_i < ``rflbat_eps1`` *
        median(e);
@@ -81,9 +81,9 @@ class RFLBATDefense(Defense):
 
 def pca_2d(updates: torch.Tensor) -> np.ndarray:
     """The rows' scores on their top two principal components ([n, 2]; fewer columns when the
-    centred rows span less), from the centred Gram matrix."""
-    centred = updates - updates.mean(dim=0, keepdim=True)
-    values, vectors = np.linalg.eigh((centred @ centred.T).numpy())
+    centered rows span less), from the centered Gram matrix."""
+    centered = updates - updates.mean(dim=0, keepdim=True)
+    values, vectors = np.linalg.eigh((centered @ centered.T).numpy())
     top = np.argsort(values)[::-1][:2]
     top = [j for j in top if values[j] > 0]
     return vectors[:, top] * np.sqrt(values[top])

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from ..base import ClientModel, Defense, RoundContext, Stage, StateDict
 from ..registry import register_defense
 from ._common import add_gaussian_noise, doc
-from .clipping import clip_models
+from .norm_diff_clipping import clip_models
 
 
 @register_defense("weak_dp", "weak_differential_privacy")
