@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from ...aggregation.context import AggregationContext
 from ...aggregation.errors import NonFiniteUpdateError
-from ..base import Attack, ClientModel, RoundContext, Setting, StateDict
+from ..base import Attack, ClientModel, Federation, RoundContext, Setting, StateDict
 from ..base import client_id, doc, is_float  # noqa: F401  (re-exported)
 from ..fedavg import fedavg
 from ..metrics import report_malicious
@@ -109,6 +109,17 @@ class KnowledgeParams(CountParams):
     attacker_knowledge: str = doc("full", "benign updates the attackers see: full (every benign "
                                           "client's of the round) | partial (only the malicious "
                                           "clients' own honest updates)", choices=KNOWLEDGE)
+
+
+
+class BenignInformedAttack(Attack):
+    """An attack whose malicious update is crafted from benign ones (the round's, or the
+    attackers' own honest updates): at least one client of a round must stay benign."""
+
+    @classmethod
+    def validate(cls, params: Any, federation: Federation) -> None:
+        check_count("byzantine_client_num", params.byzantine_client_num, federation,
+                    leave_benign=1)
 
 
 def client_total(setting: Setting) -> int:

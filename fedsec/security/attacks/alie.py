@@ -6,9 +6,9 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
+from ..base import ClientModel, Federation, RoundContext, Stage, StateDict
 from ..registry import register_attack
-from ._common import (KnowledgeParams, LineSearchParams, benign_stats, check_count,
+from ._common import (BenignInformedAttack, KnowledgeParams, LineSearchParams, benign_stats,
                       defended_deviation, doc, line_search, replace_malicious, split_round)
 
 
@@ -24,7 +24,7 @@ def alie_z_max(n: int, m: int) -> float:
 
 
 @register_attack("alie", "a_little_is_enough")
-class ALIEAttack(Attack):
+class ALIEAttack(BenignInformedAttack):
     """ALIE (Baruch et al. 2019): each malicious client sends, per coordinate,
 
         w = mu - z * sigma,
@@ -58,8 +58,7 @@ class ALIEAttack(Attack):
 
     @classmethod
     def validate(cls, params: "ALIEAttack.Params", federation: Federation) -> None:
-        check_count("byzantine_client_num", params.byzantine_client_num, federation,
-                    leave_benign=1)
+        super().validate(params, federation)
         if params.alie_optimal and params.z is not None:
             raise ValueError(f"z={params.z!r} is set, but alie_optimal=true searches z; drop "
                              f"one of them")

@@ -6,16 +6,16 @@ from dataclasses import dataclass
 
 import torch
 
-from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
+from ..base import ClientModel, RoundContext, Stage, StateDict
 from ..registry import register_attack
-from ._common import (KnowledgeParams, benign_stats, check_count, doc, replace_malicious,
+from ._common import (BenignInformedAttack, KnowledgeParams, benign_stats, doc, replace_malicious,
                       split_round)
 
 CENTERS = ("mean", "global")
 
 
 @register_attack("gaussian", "gaussian_noise")
-class GaussianAttack(Attack):
+class GaussianAttack(BenignInformedAttack):
     """Gaussian Byzantine clients (Blanchard et al. 2017): the malicious clients send, per
     coordinate,
 
@@ -36,10 +36,6 @@ class GaussianAttack(Attack):
                                              "(the known honest models' mean)", choices=CENTERS)
         gaussian_std: float = doc(1.0, "standard deviation of the noise, per coordinate", ge=0)
 
-    @classmethod
-    def validate(cls, params: "GaussianAttack.Params", federation: Federation) -> None:
-        check_count("byzantine_client_num", params.byzantine_client_num, federation,
-                    leave_benign=1)
 
     def poison_model(self, models: list[ClientModel], global_model: StateDict,
                      ctx: RoundContext) -> list[ClientModel]:

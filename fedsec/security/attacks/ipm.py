@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
+from ..base import ClientModel, RoundContext, Stage, StateDict
 from ..registry import register_attack
-from ._common import (KnowledgeParams, LineSearchParams, benign_stats, check_count,
+from ._common import (BenignInformedAttack, KnowledgeParams, LineSearchParams, benign_stats,
                       defended_deviation, doc, line_search, replace_malicious, split_round)
 
 
 @register_attack("ipm", "inner_product_manipulation")
-class IPMAttack(Attack):
+class IPMAttack(BenignInformedAttack):
     """IPM (Xie et al. 2019): each malicious client sends the negated, scaled mean honest update
 
         w = w_g - epsilon * mean_i(w_i - w_g),
@@ -41,10 +41,6 @@ class IPMAttack(Attack):
         ipm_optimal: bool = doc(False, "find epsilon by ByzFL's line search against the "
                                        "defense in use (replaces epsilon)")
 
-    @classmethod
-    def validate(cls, params: "IPMAttack.Params", federation: Federation) -> None:
-        check_count("byzantine_client_num", params.byzantine_client_num, federation,
-                    leave_benign=1)
 
     def poison_model(self, models: list[ClientModel], global_model: StateDict,
                      ctx: RoundContext) -> list[ClientModel]:

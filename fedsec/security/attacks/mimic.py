@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict, client_id
+from ..base import ClientModel, RoundContext, Stage, StateDict, client_id
 from ..registry import register_attack
-from ._common import (KnowledgeParams, check_count, doc, replace_malicious, split_round,
+from ._common import (BenignInformedAttack, KnowledgeParams, doc, replace_malicious, split_round,
                       update_gram)
 
 
@@ -36,7 +36,7 @@ def most_heterogeneous(G: np.ndarray) -> int:
 
 
 @register_attack("mimic")
-class MimicAttack(Attack):
+class MimicAttack(BenignInformedAttack):
     """Mimic (Karimireddy et al. 2022, with the warm-up of their code): every malicious client
     sends a copy of one honest client's model, the one that over-represents the direction in
     which the honest updates differ most, so a robust rule that keeps it biases the aggregate
@@ -60,10 +60,6 @@ class MimicAttack(Attack):
         mimic_warmup_rounds: int = doc(1, "attack rounds in which the copied client is chosen "
                                           "anew; fixed afterwards", ge=1)
 
-    @classmethod
-    def validate(cls, params: "MimicAttack.Params", federation: Federation) -> None:
-        check_count("byzantine_client_num", params.byzantine_client_num, federation,
-                    leave_benign=1)
 
     def __init__(self, params=None):
         super().__init__(params)

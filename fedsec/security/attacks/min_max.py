@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from ...aggregation import solvers
-from ..base import Attack, ClientModel, Federation, RoundContext, Stage, StateDict
+from ..base import ClientModel, RoundContext, Stage, StateDict
 from ..registry import register_attack
-from ._common import (KnowledgeParams, benign_stats, check_count, doc, replace_malicious,
+from ._common import (BenignInformedAttack, KnowledgeParams, benign_stats, doc, replace_malicious,
                       split_round, update_gram)
 
 PERTURBATIONS = ("unit_vec", "std", "sign")
@@ -70,7 +70,7 @@ def geometry(G: np.ndarray, k: int, p_in_span: bool) -> tuple[_Geometry, float]:
     return _Geometry(A, B, C, solvers.squared_distances(G[:k, :k])), mu_norm
 
 
-class _AgrAgnosticAttack(Attack):
+class _AgrAgnosticAttack(BenignInformedAttack):
     """Shejwalkar & Houmansadr's AGR-agnostic attacks (Sec. IV-C and Algorithm 1): every
     malicious client sends
 
@@ -97,10 +97,6 @@ class _AgrAgnosticAttack(Attack):
         gamma_init: float = doc(10.0, "the search's first gamma (and first step)", gt=0)
         gamma_tau: float = doc(1e-5, "the search stops when gamma moves by at most this", gt=0)
 
-    @classmethod
-    def validate(cls, params: "_AgrAgnosticAttack.Params", federation: Federation) -> None:
-        check_count("byzantine_client_num", params.byzantine_client_num, federation,
-                    leave_benign=1)
 
     @staticmethod
     def acceptable(distances: np.ndarray, D: np.ndarray) -> bool:
