@@ -282,7 +282,8 @@ def _federation(args: Any) -> Federation:
 
 def _section(args: Any, kind: str, base: type) -> Mapping:
     """``args`` as fedsec's ``attack_args`` / ``defense_args`` section: the nested mapping
-    when ``args`` has one, else the flat keys the chosen component declares."""
+    when ``args`` has one, else the flat keys the chosen component (or every member of a
+    chain, ``defense_type: [a, b]``) declares."""
     nested = getattr(args, f"{kind}_args", None)
     if nested is not None:
         if isinstance(nested, Mapping):
@@ -295,9 +296,11 @@ def _section(args: Any, kind: str, base: type) -> Mapping:
     if section[enable_key] is not True or not hasattr(args, type_key):
         return section  # disabled, or an error fedsec's parser words
     section[type_key] = getattr(args, type_key)
-    for field in dataclasses.fields(resolve(base, section[type_key]).Params):
-        if hasattr(args, field.name):
-            section[field.name] = getattr(args, field.name)
+    names = section[type_key] if isinstance(section[type_key], list) else [section[type_key]]
+    for name in names:  # a chain's members declare its keys between them
+        for field in dataclasses.fields(resolve(base, name).Params):
+            if hasattr(args, field.name):
+                section[field.name] = getattr(args, field.name)
     return section
 
 

@@ -130,6 +130,18 @@ def test_median_ignores_the_outlier_without_the_base_aggregation():
     assert server.defender.get_malicious_client_idxs() == []
 
 
+def test_a_chain_in_flat_args_reads_every_members_keys():
+    chain = ["norm_diff_clipping", "coordinate_wise_median"]
+    flat = fedml_args(enable_defense=True, defense_type=chain, norm_bound=2.0)
+    nested = fedml_args(defense_args={"enable_defense": True, "defense_type": chain,
+                                      "norm_bound": 2.0})
+    raw = local_models([0.0, 1.0, 100.0, 3.0, 7.0])
+    models = [FedMLServerAggregator(args, FedMLAttacker(), FedMLDefender()).round(raw, GLOBAL)
+              for args in (flat, nested)]
+    assert torch.equal(models[0]["weight"], models[1]["weight"])
+    assert 0 < float(models[0]["weight"][0]) < 3.0  # clipped before the median
+
+
 def test_two_instances_in_one_process_are_independent():
     krum, median = FedMLDefender(), FedMLDefender()
     krum.init(fedml_args(enable_defense=True, defense_type="krum", byzantine_client_num=1,

@@ -208,6 +208,10 @@ def test_aggregate_train_keeps_krums_choice_and_reports_partition_ids():
     assert metrics["train_loss"] == pytest.approx(expected)  # averaged over the kept clients
     assert "partition-id" not in metrics
     assert strategy.round_metrics[1]["exclusion_reasons"] == {2: "not selected by krum"}
+    # No attacker: the one exclusion is a false positive, and recall is undefined (NaN).
+    assert (metrics["fedsec-detection-fp"], metrics["fedsec-detection-tn"]) == (1, 4)
+    assert metrics["fedsec-detection-precision"] == 0.0
+    assert math.isnan(metrics["fedsec-detection-recall"])
 
 
 @needs_flwr

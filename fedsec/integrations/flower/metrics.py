@@ -7,6 +7,8 @@ A ``MetricRecord`` holds ints, floats and lists of one of them. fedsec's entries
 - a per-client mapping ``{client id: number}`` (``krum_scores``, ``client_weights``) becomes
   a list of floats in the order of the round's ``fedsec-clients`` list, NaN for a client the
   mapping does not name;
+- a mapping of named numbers (``detection``: precision, recall, fpr and the counts) becomes
+  one entry per name, ``fedsec-detection-recall``, an undefined ratio (None) NaN;
 - anything else (e.g. ``exclusion_reasons``, text per client) has no MetricRecord form and is
   left out; the strategy's ``round_metrics`` keeps every entry.
 
@@ -35,10 +37,21 @@ def to_metric_values(metrics: Mapping[str, Any], client_ids: Sequence[int]
     out: dict[str, int | float | list[int] | list[float]] = {
         CLIENTS_KEY: [int(c) for c in client_ids]}
     for key, value in metrics.items():
+        if _is_named_numbers(value):
+            for name, number in value.items():
+                out[metric_name(f"{key}_{name}")] = math.nan if number is None else number
+            continue
         converted = _metric_value(value, client_ids)
         if converted is not None:
             out[metric_name(key)] = converted
     return out
+
+
+def _is_named_numbers(value: Any) -> bool:
+    return (isinstance(value, Mapping) and bool(value)
+            and all(isinstance(k, str) for k in value)
+            and all(v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool))
+                    for v in value.values()))
 
 
 def _metric_value(value: Any, client_ids: Sequence[int]):
