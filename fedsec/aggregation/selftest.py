@@ -3,7 +3,9 @@
 `fedsec selftest` (or `python -m fedsec.aggregation.selftest`) prints one row per rule and backend with the
 worst error over seeded random inputs, as a multiple of its tolerance, and exits non-zero when
 any is above 1. GPU users should run it once: it is the check that the CUDA kernels agree with
-the references on their device.
+the references on their device. The clustering rules (flame, signguard, clipped_clustering)
+are left to the test suite: their scikit-learn clusterings of random clients are not stable
+under rounding.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import reference, rules
+from . import pre, reference, rules
 from .backends.build import build_info
 
 # (n, d) shapes: edge cases and a size that spans several SIMD blocks and threads.
@@ -58,6 +60,32 @@ def _rules() -> list[Rule]:
         Rule("centered_clip(tau=1, 3 iters)",
              lambda u, b: rules.centered_clip(u, 1.0, iters=3, backend=b),
              lambda x: reference.centered_clip(x, 1.0, iters=3)),
+        Rule("meamed(f=1)", lambda u, b: rules.meamed(u, 1, backend=b),
+             lambda x: reference.meamed(x, 1), min_n=3),
+        Rule("mda(f=1)", lambda u, b: rules.mda(u, 1, backend=b),
+             lambda x: reference.mda(x, 1), min_n=3),
+        Rule("smea(f=1)", lambda u, b: rules.smea(u, 1, backend=b),
+             lambda x: reference.smea(x, 1), min_n=3),
+        # CAF's weights follow the top eigenvector of the weighted covariance, which moves by
+        # the Gram matrix's error over the gap to the next eigenvalue: random clients leave
+        # that gap small, hence the conditioning term.
+        Rule("caf(f=1)", lambda u, b: rules.caf(u, 1, backend=b),
+             lambda x: reference.caf(x, 1), min_n=3, conditioning=1e-5),
+        Rule("monna(f=1, trusted=0)", lambda u, b: rules.monna(u, 1, 0, backend=b),
+             lambda x: reference.monna(x, 1, 0), min_n=3),
+        Rule("dnc(f=1)", lambda u, b: rules.dnc(u, 1, backend=b),
+             lambda x: reference.dnc(x, 1), min_n=3),
+        # The trust scores are cosines and norm ratios from the float64 Gram matrix, whose
+        # rounding (about d * 2^-53 relative) the output inherits, hence the conditioning term.
+        Rule("fltrust(server = client 0)",
+             lambda u, b: rules.fltrust(u, u[0], backend=b),
+             lambda x: reference.fltrust(x, x[0]), conditioning=1e-13),
+        Rule("krum(f=1, pre=NNM(1))", lambda u, b: rules.krum(u, 1, pre=pre.NNM(1), backend=b),
+             lambda x: reference.krum(reference.mixed(x, reference.nnm_matrix(x, 1)), 1),
+             min_n=5),
+        Rule("median(pre=NNM(1))", lambda u, b: rules.median(u, pre=pre.NNM(1), backend=b),
+             lambda x: reference.median(reference.mixed(x, reference.nnm_matrix(x, 1))),
+             min_n=2),
     ]
 
 
