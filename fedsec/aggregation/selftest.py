@@ -4,8 +4,8 @@
 worst error over seeded random inputs, as a multiple of its tolerance, and exits non-zero when
 any is above 1. GPU users should run it once: it is the check that the CUDA kernels agree with
 the references on their device. The clustering rules (flame, signguard, clipped_clustering)
-are left to the test suite: their scikit-learn clusterings of random clients are not stable
-under rounding.
+are left to the test suite, which checks them on clients whose clusters are well separated
+(a clustering of unstructured random clients can flip on rounding).
 """
 from __future__ import annotations
 
