@@ -315,6 +315,13 @@ def _cosines(U):
                              where=denominator > 0), -1.0, 1.0)
 
 
+def _cosine_distances(U):
+    """1 - cos(u_i, u_j), with an exact 0 diagonal (the clusterings' precomputed metric)."""
+    distances = 1.0 - _cosines(U)
+    np.fill_diagonal(distances, 0.0)
+    return distances
+
+
 def _frame(X, center):
     """The updates: X itself, or X - center."""
     return X if center is None else X - np.asarray(center, dtype=np.float64)
@@ -352,10 +359,8 @@ def flame_admitted(X, center=None):
     n = len(U)
     if n < 2:
         return list(range(n))
-    distances = 1.0 - _cosines(U)
-    np.fill_diagonal(distances, 0.0)
     labels = HDBSCAN(min_cluster_size=n // 2 + 1, min_samples=1, metric="precomputed",
-                     allow_single_cluster=True, copy=True).fit(distances).labels_
+                     allow_single_cluster=True, copy=True).fit(_cosine_distances(U)).labels_
     if (labels < 0).all():
         return list(range(n))
     sizes = [(labels == k).sum() for k in range(labels.max() + 1)]
@@ -443,10 +448,8 @@ def clipped_clustering_selection(X, center=None):
     n = len(U)
     if n < 2:
         return list(range(n))
-    distances = 1.0 - _cosines(U)
-    np.fill_diagonal(distances, 0.0)
     labels = AgglomerativeClustering(n_clusters=2, metric="precomputed",
-                                     linkage="average").fit(distances).labels_
+                                     linkage="average").fit(_cosine_distances(U)).labels_
     sizes = [(labels == k).sum() for k in (0, 1)]
     label = labels[0] if sizes[0] == sizes[1] else int(np.argmax(sizes))
     return np.flatnonzero(labels == label).tolist()
