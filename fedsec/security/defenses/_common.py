@@ -10,7 +10,7 @@
 - ``update_matrix`` / ``add_update`` / ``key_slices``: the round's updates w_i - w_g as one
   [n, d] float64 matrix and back into a state_dict; ``finite_rows`` drops (and reports) the
   non-finite ones; ``output_layer`` names the output layer's weight and bias; ``cosine_matrix``
-  (rows) and ``gram_cosines`` (from a Gram matrix).
+  (of rows).
 - ``kmeans_1d`` (exact), ``kmeans`` (scikit-learn), ``gap_statistic``: the clustering of the
   detection defenses; ``keep_global``: what a filter returns when it rejects every client.
 """
@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ...aggregation.solvers import cosine_similarities
 from ..base import ClientModel, Federation, RoundContext, StateDict
 from ..base import client_id, doc, is_float  # noqa: F401  (re-exported)
 from ..metrics import report_excluded
@@ -171,17 +172,9 @@ def output_layer(state: StateDict) -> tuple[str, str | None]:
 
 
 def cosine_matrix(vectors: torch.Tensor) -> np.ndarray:
-    """n x n cosine similarities of the rows (float64, from their Gram matrix); a zero row has
-    cosine 0 with every row."""
-    return gram_cosines((vectors @ vectors.T).numpy())
-
-
-def gram_cosines(gram: np.ndarray) -> np.ndarray:
-    """The cosine similarities G_ij / sqrt(G_ii G_jj) of the vectors with Gram matrix ``gram``
-    (n x n); a zero vector has cosine 0 with every vector."""
-    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
-    denom = np.outer(norms, norms)
-    return np.divide(gram, denom, out=np.zeros_like(gram), where=denom > 0)
+    """n x n cosine similarities of the rows (float64, from their Gram matrix; the core's
+    ``solvers.cosine_similarities``); a zero row has cosine 0 with every row."""
+    return cosine_similarities((vectors @ vectors.T).numpy())
 
 
 # --- clustering -----------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ import torch
 
 import fedsec
 
+from ...aggregation.solvers import cosine_similarities
 from ..base import ClientModel, Defense, RoundContext, Stage, StateDict
 from ..metrics import report_excluded, report_weights
 from ..registry import register_defense
-from ._common import client_id, doc, finite_rows, gram_cosines, update_matrix
+from ._common import client_id, doc, finite_rows, update_matrix
 
 
 @register_defense("foolsgold", "fools_gold")
@@ -100,7 +101,7 @@ def foolsgold_weights(histories: list[torch.Tensor], kappa: float) -> np.ndarray
     for i in range(n):
         for j in range(i, n):
             G[i, j] = G[j, i] = float(torch.dot(histories[i].double(), histories[j].double()))
-    cs = gram_cosines(G)
+    cs = cosine_similarities(G)
     np.fill_diagonal(cs, 0.0)
     v = cs.max(axis=1)
     for i in range(n):
