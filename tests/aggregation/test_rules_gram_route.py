@@ -25,7 +25,7 @@ import torch
 
 import fedsec
 from support.aggregation import (TORCH_DTYPES, combine_atol, continuous_cloud, eps,
-                                 quantised_cloud, seed_of)
+                                 quantised_cloud, seed_of, shape_grid)
 from fedsec.aggregation import reference as ref
 from fedsec.aggregation import spectral
 
@@ -90,15 +90,12 @@ def _id(rule, params, n, d, dtype) -> str:
 def _cases():
     cases = []
     for rule in RULES:
-        for dtype in ("float32", "float64", "float16", "bfloat16"):
-            low = dtype in ("float16", "bfloat16")
-            for n in (LOW_PRECISION_NS if low else NS):
-                for d in (LOW_PRECISION_DS if low else DS):
-                    if (n, d) == (64, 65537):
-                        continue
-                    for params in variants(rule, n, d):
-                        cases.append(pytest.param(rule, tuple(params.items()), n, d, dtype,
-                                                  id=_id(rule, params, n, d, dtype)))
+        for n, d, dtype in shape_grid(NS, DS, LOW_PRECISION_NS, LOW_PRECISION_DS):
+            if (n, d) == (64, 65537):
+                continue
+            for params in variants(rule, n, d):
+                cases.append(pytest.param(rule, tuple(params.items()), n, d, dtype,
+                                          id=_id(rule, params, n, d, dtype)))
     return cases
 
 

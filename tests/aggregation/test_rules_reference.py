@@ -19,8 +19,9 @@ import pytest
 import torch
 
 import fedsec
-from support.aggregation import (TORCH_DTYPES, acc_eps, cached_distances, combine_atol, continuous_cloud,
-                      distance_atol, eps, quantised_cloud, seed_of)
+from support.aggregation import (TORCH_DTYPES, acc_eps, cached_distances, combine_atol,
+                                 continuous_cloud, distance_atol, eps, quantised_cloud, seed_of,
+                                 shape_grid)
 from fedsec.aggregation import reference as ref
 
 NS = (1, 2, 3, 5, 17, 64)
@@ -74,14 +75,12 @@ def _id(rule, params, n, d, dtype) -> str:
 def _cases():
     cases = []
     for rule in RULES:
-        for dtype in ("float32", "float64", "float16", "bfloat16"):
-            low = dtype in ("float16", "bfloat16")
-            for n in (LOW_PRECISION_NS if low else NS):
-                for d in (LOW_PRECISION_DS if low else DS):
-                    if (n, d) == (64, 65537) and rule not in BIG_RULES:
-                        continue
-                    for params in variants(rule, n):
-                        cases.append(pytest.param(rule, params, n, d, dtype, id=_id(rule, params, n, d, dtype)))
+        for n, d, dtype in shape_grid(NS, DS, LOW_PRECISION_NS, LOW_PRECISION_DS):
+            if (n, d) == (64, 65537) and rule not in BIG_RULES:
+                continue
+            for params in variants(rule, n):
+                cases.append(pytest.param(rule, params, n, d, dtype,
+                                          id=_id(rule, params, n, d, dtype)))
     return cases
 
 

@@ -121,6 +121,19 @@ def seed_of(*parts) -> int:
     return zlib.crc32(repr(parts).encode())
 
 
+GRID_DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+def shape_grid(ns, ds, low_ns, low_ds):
+    """(n, d, dtype) of a reference grid: the shapes ``ns`` x ``ds`` in float32 and float64,
+    the smaller ``low_ns`` x ``low_ds`` in float16 and bfloat16."""
+    for dtype in GRID_DTYPES:
+        low = dtype in ("float16", "bfloat16")
+        for n in (low_ns if low else ns):
+            for d in (low_ds if low else ds):
+                yield n, d, dtype
+
+
 # --- data -----------------------------------------------------------------------------------------
 
 def rounded(X64: np.ndarray, dtype: str) -> np.ndarray:
