@@ -18,10 +18,11 @@ from .run_dir import PLOT, RunDir
 
 
 def run_experiment(config: ExperimentConfig, out: str | os.PathLike, *, resume: bool = False,
-                   overwrite: bool = False, progress: bool = True,
+                   overwrite: bool = False, progress: bool = True, plot: bool = True,
                    on_round: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run ``config`` into ``out`` (or continue it there with ``resume``); returns the summary
-    (also written to summary.json). ``on_round`` sees each record once it is on disk. The
+    (also written to summary.json), and with ``plot`` the run's figure. ``on_round`` sees each
+    record once it is on disk. The
     directory is locked for the whole run; nothing is written to it before the model and the
     data are built, so a config that fails leaves it as it was."""
     run_dir = RunDir(out)
@@ -43,7 +44,8 @@ def run_experiment(config: ExperimentConfig, out: str | os.PathLike, *, resume: 
                     on_round(record)
         summary = summarize(config, run_dir.records())
         run_dir.write_summary(summary)
-        plot_runs([run_dir.path], run_dir.file(PLOT))
+        if plot:
+            plot_runs([run_dir.path], run_dir.file(PLOT))
     return summary
 
 

@@ -38,6 +38,14 @@ claims:                                  # published findings, checked on the nu
     margin: -0.02                        # the claim: left - right op margin
     level: 0.95                          # optional: this claim's own interval level
     note: "why a difference may arise"   # shown in the report whatever the verdict
+untestable:                              # the source's findings this matrix cannot test
+  - source: "FedMLSecurity (Han et al.), Exp6, Section 5.1"
+    quote: "..."                         # the sentence, as for a claim
+    why: "ResNet-56 on CIFAR-100 takes many hours a run on this CPU"
+heatmaps:                                # optional, for two-axis matrices too large for
+  rows: defense                          # per-round curves: each metric as a grid, one axis
+  columns: attack                        # down and one across, in the report and as figures
+  metrics: [final_test_accuracy, final_backdoor_accuracy]   # columns of the table (table.py)
 ```
 
 An axis value's sections are merged into the cell's config key by key, except
@@ -68,7 +76,9 @@ METRICS = ("final_test_accuracy", "best_test_accuracy", "final_test_loss",
 OPERATORS = (">=", "<=", ">", "<", "~=")
 REPLACED_SECTIONS = ("attack_args", "defense_args")
 KEYS = ("title", "description", "extends", "base", "set", "seeds", "level", "setting", "axes",
-        "claims")
+        "claims", "untestable", "heatmaps")
+UNTESTABLE_KEYS = ("source", "quote", "why")
+HEATMAP_KEYS = ("rows", "columns", "metrics")
 CLAIM_KEYS = ("claim", "source", "quote", "expected", "metric", "left", "op", "right", "value",
               "margin", "level", "note")
 DEFAULT_LEVEL = 0.95
@@ -135,6 +145,24 @@ class SettingRow:
 
 
 @dataclass(frozen=True)
+class Untestable:
+    """A finding of the source that this matrix cannot test, and why."""
+
+    source: str
+    quote: str
+    why: str
+
+
+@dataclass(frozen=True)
+class Heatmaps:
+    """Grids of a two-axis matrix: ``rows`` down, ``columns`` across, one per metric."""
+
+    rows: str
+    columns: str
+    metrics: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class MatrixConfig:
     name: str
     path: Path
@@ -146,6 +174,8 @@ class MatrixConfig:
     axes: dict[str, dict[str, dict[str, Any]]]
     cells: tuple[Cell, ...]
     claims: tuple[Claim, ...]
+    untestable: tuple[Untestable, ...] = ()
+    heatmaps: Heatmaps | None = None
 
     def cell(self, selection: Mapping[str, str]) -> Cell:
         """The one cell with these axis values."""
@@ -184,7 +214,8 @@ def load_matrix(path: str | Path) -> MatrixConfig:
         cells.append(cell)
     matrix = MatrixConfig(path.stem, path, str(raw.get("title", path.stem)),
                           str(raw.get("description", "")), seeds, level, setting, axes,
-                          tuple(cells), ())
+                          tuple(cells), (), _untestable(where, raw.get("untestable") or []),
+                          _heatmaps(where, raw.get("heatmaps"), axes))
     claims = tuple(_claim(where, i, c, matrix) for i, c in enumerate(raw.get("claims") or []))
     return dataclasses.replace(matrix, claims=claims)
 
@@ -349,6 +380,47 @@ def _claim(where: str, index: int, raw: Any, matrix: MatrixConfig) -> Claim:
                  raw["expected"] == "holds", raw["metric"], left, raw["op"], right,
                  float(raw["value"]) if "value" in raw else None, margin, level,
                  str(raw.get("note", "")))
+
+
+def _untestable(where: str, raw: Any) -> tuple[Untestable, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"matrix config {where!r}: untestable must be a list of "
+                          f"{{source, quote, why}}; got {raw!r}")
+    out = []
+    for i, item in enumerate(raw):
+        item = _mapping(where, f"untestable[{i}]", item)
+        unknown = [k for k in item if k not in UNTESTABLE_KEYS]
+        missing = [k for k in UNTESTABLE_KEYS if not isinstance(item.get(k), str)
+                   or not item[k].strip()]
+        if unknown or missing:
+            raise ConfigError(f"matrix config {where!r}: untestable[{i}] "
+                              + (f"has unknown key {unknown[0]!r}" if unknown
+                                 else f"needs {missing[0]!r} as text")
+                              + f"; keys: {', '.join(UNTESTABLE_KEYS)}")
+        out.append(Untestable(*(" ".join(item[k].split()) for k in UNTESTABLE_KEYS)))
+    return tuple(out)
+
+
+def _heatmaps(where: str, raw: Any, axes: Mapping[str, Any]) -> Heatmaps | None:
+    if raw is None:
+        return None
+    from .table import COLUMNS  # here: table.py reads results.py, which needs this module
+    raw = _mapping(where, "heatmaps", raw)
+    unknown = [k for k in raw if k not in HEATMAP_KEYS]
+    if unknown:
+        raise ConfigError(f"matrix config {where!r}: heatmaps has unknown key {unknown[0]!r}; "
+                          f"valid: {', '.join(HEATMAP_KEYS)}")
+    rows, columns = raw.get("rows"), raw.get("columns")
+    if len(axes) != 2 or {rows, columns} != set(axes):
+        raise ConfigError(f"matrix config {where!r}: heatmaps needs a two-axis matrix and "
+                          f"rows / columns naming its two axes ({', '.join(axes)}); got "
+                          f"rows={rows!r}, columns={columns!r}")
+    metrics = raw.get("metrics")
+    valid = [c.metric for c in COLUMNS]
+    if not isinstance(metrics, list) or not metrics or any(m not in valid for m in metrics):
+        raise ConfigError(f"matrix config {where!r}: heatmaps.metrics={metrics!r} must be a "
+                          f"list of table metrics: {', '.join(valid)}")
+    return Heatmaps(rows, columns, tuple(metrics))
 
 
 def _slug(text: str) -> str:

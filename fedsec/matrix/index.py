@@ -1,6 +1,7 @@
-"""The index of a folder of matrix reports: each matrix's title, size and how its published
-findings fare here, then every finding with its verdict and interval (``python -m
-fedsec.matrix.index FOLDER``, from each report's summary.json).
+"""The index of a folder of matrix reports (``python -m fedsec.matrix.index FOLDER``, from each
+report's summary.json): each matrix's title, size, stand-in and how its published findings fare
+here; per matrix, each finding's quoted sentence, verdict and interval; every finding in one
+table; and the findings no matrix can test here, with why.
 
 A summary written before verdicts came from intervals (no ``method`` key: its verdicts
 compared means, 'holds' or 'fails') is listed as such, with no interval; regenerating the
@@ -21,7 +22,7 @@ LEGACY = ("holds", "fails", "no data")  # verdicts of summaries from before inte
 
 def write_index(folder: Path) -> Path:
     """README.md in ``folder`` for every ``*/summary.json`` written by ``fedsec matrix``."""
-    rows, findings = [], []
+    rows, findings, sections, untestable = [], [], [], []
     for path in sorted(folder.glob("*/summary.json"), key=_natural):
         summary = json.loads(path.read_text())
         claims = summary["claims"]
@@ -36,24 +37,57 @@ def write_index(folder: Path) -> Path:
         findings += [f"| {c['claim']} ([{name}]({name}/report.md)) | {c['source']} | "
                      f"{c['expected']} | {c['here']} | {_interval(c)} | "
                      f"{VERDICT[c['agrees']]} |" for c in claims]
+        sections += _section(name, summary)
+        untestable += [f"| {_one_line(u['quote'])} | {_one_line(u['source'])} | "
+                       f"[{name}]({name}/report.md): {_one_line(u['why'])} |"
+                       for u in summary.get("untestable", [])]
     lines = ["# Benchmark results", "",
-             "The matrices of configs/paper/ (FedMLSecurity's experiments at CPU scale, and the "
-             "adaptive attacks). Every number here and in the reports comes from the runs, "
-             "whose records are kept beside each report (`cells/<cell>/seed<k>/`: the resolved "
-             "config, one JSON record per round, the summary); "
+             "The matrices of configs/paper/ (FedMLSecurity's experiments at CPU scale on two "
+             "stand-ins, and the adaptive attacks) and configs/sok.yaml (every attack against "
+             "every defense). Every number here and in the reports comes from the runs: each "
+             "report's seeds.csv holds every run's numbers, and the runs themselves are kept "
+             "beside it (`cells/<cell>/seed<k>/`: the resolved config, one JSON record per "
+             "round, the summary) where they are small enough to commit; "
              "`bash docs/results/regenerate.sh` rebuilds the reports from them and runs what "
              "is missing (delete a matrix's folder to run it again). A verdict is holds or "
              "contradicted when the interval of the claimed difference lies wholly on one "
              "side of its margin, inconclusive otherwise (each report says how).", "",
              "| matrix | cells | seeds | verdicts from | verdicts | findings that agree |",
              "| --- | --- | --- | --- | --- | --- |",
-             *rows, "", "## Every finding checked", "",
+             *rows, "", "## Per matrix: the stand-in, and each finding's sentence", "",
+             *sections, "## Every finding checked", "",
              "| finding | source | there | here | difference, interval | |",
              "| --- | --- | --- | --- | --- | --- |",
              *findings, ""]
+    if untestable:
+        lines += ["## Findings that cannot be tested here", "",
+                  "| the source's sentence | source | matrix: why not |", "| --- | --- | --- |",
+                  *untestable, ""]
     out = folder / "README.md"
     out.write_text("\n".join(lines))
     return out
+
+
+def _section(name: str, summary: dict) -> list[str]:
+    """A matrix's stand-in (the setting rows that differ from the source's) and its findings,
+    each with its verdict, interval and the sentence it tests."""
+    lines = [f"### [{summary['title']}]({name}/report.md)", ""]
+    differ = [r for r in summary.get("setting", []) if r["paper"] != r["here"]]
+    if differ:
+        lines += ["Stand-in: " + "; ".join(f"{r['row']} {_one_line(r['here'])} (source: "
+                                           f"{_one_line(r['paper'])})" for r in differ) + ".",
+                  ""]
+    for c in summary["claims"]:
+        lines.append(f"- **{c['here']}** ({VERDICT[c['agrees']]}; the source: "
+                     f"{c['expected']}): {c['claim']} ({c['source']}); {_interval(c)}")
+        if c.get("quote"):
+            lines.append(f"  > {_one_line(c['quote'])}")
+    return lines + [""]
+
+
+def _one_line(text: str) -> str:
+    """Text inside a Markdown table cell or list item: one line, no column breaks."""
+    return " ".join(str(text).split()).replace("|", "\\|")
 
 
 def _commit(commit: str) -> str:

@@ -18,8 +18,9 @@ from .. import __version__
 from .claims import METHOD, Verdict, check_claims
 from .config import MatrixConfig
 from .figures import plot_matrix
+from .heatmap import MARK, grids, markdown_grid, plot_grid
 from .results import CellResult
-from .table import csv_table, markdown_table
+from .table import csv_table, markdown_table, seeds_csv
 
 FIGURES = (("test_accuracy", "accuracy.png", "Test accuracy per round"),
            ("backdoor_accuracy", "backdoor.png", "Backdoor success rate per round"),
@@ -38,8 +39,13 @@ def write_report(matrix: MatrixConfig, results: list[CellResult], out: Path, see
     table = markdown_table(results, axes)
     (out / "table.md").write_text(table)
     (out / "table.csv").write_text(csv_table(results, axes))
-    figures = [(title, path.name) for metric, name, title in FIGURES
-               if (path := plot_matrix(matrix, results, metric, out / name)) is not None]
+    (out / "seeds.csv").write_text(seeds_csv(results, axes))
+    if matrix.heatmaps is None:
+        figures = [(title, path.name) for metric, name, title in FIGURES
+                   if (path := plot_matrix(matrix, results, metric, out / name)) is not None]
+        heatmaps = []
+    else:  # too many cells for per-round curves: one grid per metric instead
+        figures, heatmaps = [], _heatmaps(matrix, results, out)
     configs = out / "configs"
     configs.mkdir(exist_ok=True)
     for r in results:
@@ -68,8 +74,10 @@ def write_report(matrix: MatrixConfig, results: list[CellResult], out: Path, see
               "(excluded, or down-weighted below half an equal share) that were malicious, of "
               "the malicious clients left out, and of the honest clients left out, averaged "
               "over the rounds where the ratio is defined (docs/security.md, Detection). "
-              "Aggregation time: the defense, the aggregation and the server step, per round.",
+              "Aggregation time: the defense, the aggregation and the server step, per round. "
+              "Every seed's numbers are in [seeds.csv](seeds.csv).",
               ""]
+    lines += heatmaps
     if figures:
         lines += ["## Figures", ""]
         lines += [f"![{title}]({name})" for title, name in figures]
@@ -79,6 +87,12 @@ def write_report(matrix: MatrixConfig, results: list[CellResult], out: Path, see
                   _verdict_table(verdicts), "### Each finding", ""]
         for v in verdicts:
             lines += _verdict_detail(v)
+    if matrix.untestable:
+        lines += ["## Findings not tested here", "",
+                  "| finding | source | why not here |", "| --- | --- | --- |"]
+        lines += [f"| {_cell(u.quote)} | {_cell(u.source)} | {_cell(u.why)} |"
+                  for u in matrix.untestable]
+        lines += [""]
     lines += ["## Configs", "",
               "The matrix config is [configs/matrix.yaml](configs/matrix.yaml); the resolved "
               "config of each cell (seed 0; seed k sets `common_args.random_seed: k`) is in "
@@ -86,6 +100,22 @@ def write_report(matrix: MatrixConfig, results: list[CellResult], out: Path, see
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _heatmaps(matrix: MatrixConfig, results: list[CellResult], out: Path) -> list[str]:
+    """The report's grids: per metric a table (rows x columns of the two axes) and its figure."""
+    spec = matrix.heatmaps
+    lines = ["## Grids", "",
+             f"Each entry is the mean over the seeds ({spec.rows} down, {spec.columns} across; "
+             f"the spread is in table.md, every seed in seeds.csv). {MARK} and a red frame "
+             f"mark the cells a published finding speaks to (Against published findings, "
+             f"below).", ""]
+    for grid in grids(matrix, results):
+        name = f"grid_{grid.column.metric}.png"
+        plot_grid(grid, matrix.title, spec.rows, spec.columns, out / name)
+        lines += [f"### {grid.column.title}", "", f"![{grid.column.title}]({name})", "",
+                  markdown_grid(grid, f"{spec.rows} \\ {spec.columns}")]
+    return lines
 
 
 def config_commit(path: Path) -> str:
@@ -195,6 +225,8 @@ def _write_summary(path: Path, matrix: MatrixConfig, results: list[CellResult], 
         "config_commit": commit,
         "setting": [{"row": r.name, "paper": r.paper, "here": r.here, "why": r.why}
                     for r in matrix.setting],
+        "untestable": [{"source": u.source, "quote": u.quote, "why": u.why}
+                       for u in matrix.untestable],
         "claims": [{"claim": v.claim.claim, "source": v.claim.source, "quote": v.claim.quote,
                     "expected": "holds" if v.claim.expected_holds else "fails",
                     "here": v.outcome, "agrees": v.agrees, "metric": v.claim.metric,

@@ -81,8 +81,9 @@ def run_matrix(matrix: MatrixConfig, out: str | os.PathLike, *, seeds: int | Non
 
 def _run_job(job: Job, on_round) -> None:
     try:
+        # no per-run figure: the matrix draws its own, and a figure is a fifth of a small run
         run_experiment(job.cell.config(job.seed), job.out, resume=RunDir(job.out).holds_run(),
-                       progress=False, on_round=on_round)
+                       progress=False, plot=False, on_round=on_round)
     except ValueError as exc:
         raise ValueError(f"cell {job.cell.label}, seed {job.seed} ({job.out}): {exc}") from exc
 

@@ -70,3 +70,17 @@ def csv_table(results: list[CellResult], axes: list[str]) -> str:
             row.extend(stats if stats else ("", "", 0))
         writer.writerow(row)
     return out.getvalue()
+
+
+def seeds_csv(results: list[CellResult], axes: list[str]) -> str:
+    """Every seed's numbers (not scaled), one row per run: what the means are made of."""
+    columns = columns_for(results)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([*axes, "seed", *(c.metric for c in columns)])
+    for r in results:
+        for s in r.seeds:
+            values = [s.metric(c.metric) for c in columns]
+            writer.writerow([*(r.cell.value(a) for a in axes), s.seed,
+                             *("" if v is None else repr(v) for v in values)])
+    return out.getvalue()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import pytest
 import yaml
@@ -56,6 +57,59 @@ def test_tiny_matrix_writes_table_figures_and_report(tmp_path):
     assert resolved["attack_args"]["attack_type"] == "byzantine"
     assert (out / "configs" / "matrix.yaml").exists()
 
+
+
+def test_a_two_axis_matrix_as_grids_with_its_untestable_findings(tmp_path):
+    """heatmaps: one grid per metric (table and figure) instead of per-round curves, the
+    claims' cells marked; seeds.csv holds every run; untestable findings are listed in the
+    report and the index, and each finding's sentence and the stand-in reach the index."""
+    from fedsec.matrix.index import write_index
+
+    untestable = [{"source": "FedMLSecurity, Exp6, Section 5.1", "quote": "ResNet-56 fails.",
+                   "why": "hours a run here"}]
+    matrix = load_matrix(write_matrix(
+        tmp_path, heatmaps={"rows": "defense", "columns": "attack",
+                            "metrics": ["final_test_accuracy", "final_backdoor_accuracy"]},
+        untestable=untestable))
+    out = tmp_path / "results" / "tiny"
+    results = run_matrix(matrix, out, seeds=2, progress=False)
+    report = (out / "report.md").read_text()
+    assert not (out / "accuracy.png").exists()  # grids replace the curves
+    assert (out / "grid_final_test_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (out / "grid_final_backdoor_accuracy.png").exists()  # no backdoor here
+    by = {r.cell.label: r.stats("final_test_accuracy")[0] for r in results}
+    grid = report[report.index("| defense \\ attack | none | byzantine |"):]
+    lines = grid.splitlines()
+    assert lines[2] == (f"| fedavg | {by['none / fedavg'] * 100:.1f} \N{DAGGER} | "
+                        f"{by['byzantine / fedavg'] * 100:.1f} \N{DAGGER} |")
+    assert lines[3] == (f"| m-krum | {by['none / m-krum'] * 100:.1f} | "
+                        f"{by['byzantine / m-krum'] * 100:.1f} \N{DAGGER} |")
+    rows = list(csv.DictReader(io.StringIO((out / "seeds.csv").read_text())))
+    assert [(r["attack"], r["defense"], r["seed"]) for r in rows[:2]] == \
+        [("none", "fedavg", "0"), ("none", "fedavg", "1")]
+    mean = sum(float(r["final_test_accuracy"]) for r in rows
+               if (r["attack"], r["defense"]) == ("byzantine", "m-krum")) / 2
+    assert mean == pytest.approx(by["byzantine / m-krum"])
+    assert "## Findings not tested here" in report and \
+        "| ResNet-56 fails. | FedMLSecurity, Exp6, Section 5.1 | hours a run here |" in report
+    index = write_index(tmp_path / "results").read_text()
+    assert "Stand-in: dataset digits (source: CIFAR-10); model lr (source: ResNet-20); " \
+           "malicious 2 (source: 1); rounds 2 (source: not stated)." in index
+    assert f"  > {QUOTE}" in index
+    assert "| ResNet-56 fails. | FedMLSecurity, Exp6, Section 5.1 | [tiny](tiny/report.md): " \
+           "hours a run here |" in index
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"heatmaps": {"rows": "defense", "columns": "defense", "metrics": ["final_test_accuracy"]}},
+     "rows / columns naming its two axes"),
+    ({"heatmaps": {"rows": "defense", "columns": "attack", "metrics": ["accuracyy"]}},
+     "heatmaps.metrics=['accuracyy'] must be a list of table metrics"),
+    ({"untestable": [{"source": "s", "quote": "q"}]}, "untestable[0] needs 'why' as text"),
+])
+def test_bad_grid_and_untestable_keys(tmp_path, extra, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_matrix(write_matrix(tmp_path, **extra))
 
 def test_a_half_finished_matrix_runs_only_the_missing_runs(tmp_path, monkeypatch):
     matrix = load_matrix(write_matrix(tmp_path))
