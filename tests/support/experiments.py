@@ -76,3 +76,12 @@ def write_matrix(folder, **extra):
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(matrix, sort_keys=False))
     return path
+
+
+def shipped_matrix_paths() -> list[Path]:
+    """Every matrix config shipped: configs/paper/ (those with axes, or extending another) and
+    the all-against-all table, configs/sok.yaml."""
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    paper = [p for p in sorted((configs / "paper").glob("*.yaml"))
+             if {"axes", "extends"} & set(yaml.safe_load(p.read_text()))]
+    return [*paper, configs / "sok.yaml"]
