@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cifar, corpus, idx, leaf
+from . import cifar, corpus, idx, leaf, text_classes
 from .dataset import DataError, Dataset, LoadRequest
 from .digits import load_digits
 from .plays import load_shakespeare_plays
@@ -16,7 +16,7 @@ from .text import TARGETS, check_text_options
 @dataclass(frozen=True)
 class _Entry:
     description: str
-    kind: str
+    kind: str  # image | text | labelled text (a class per window: target "last" only)
     # What data_dir must hold; None for the datasets shipped with fedsec.
     expects: str | None
     load: Callable[[LoadRequest], Dataset]
@@ -30,6 +30,13 @@ _ENTRIES: dict[str, _Entry] = {
     "shakespeare_plays": _Entry("9 Shakespeare plays shipped with fedsec, next-character "
                                 "prediction, one group per speaking role", "text", None,
                                 load_shakespeare_plays),
+    "shakespeare_play_classes": _Entry("the 9 shipped Shakespeare plays, which play a window "
+                                       "of a speaking role comes from (9 classes), one group "
+                                       "per role; the offline stand-in for 20news",
+                                       "labelled text", None, text_classes.load_play_classes),
+    "20news": _Entry("20 Newsgroups posts, which newsgroup (20 classes), scikit-learn's "
+                     "bydate train/test split", "labelled text", text_classes.NEWS_EXPECTS,
+                     text_classes.load_20news),
     "mnist": _Entry("MNIST from its IDX files", "image", idx.EXPECTS, idx.load_idx_dataset),
     "fashion_mnist": _Entry("Fashion-MNIST from its IDX files (found without data_dir where "
                             "Debian's dataset-fashion-mnist package is installed)", "image",
@@ -64,9 +71,9 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, target
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(_ENTRIES)}")
     entry = _ENTRIES[name]
     check_text_options(target, sequence_length)
-    if entry.kind == "image" and target != "last":
-        raise ValueError(f"{name} is an image dataset: target must be 'last' (a class per "
-                         f"image); got {target!r} (valid for text: {TARGETS})")
+    if entry.kind != "text" and target != "last":
+        raise ValueError(f"{name} is an {entry.kind} dataset: target must be 'last' (a class "
+                         f"per sample); got {target!r} (valid for text: {TARGETS})")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed={seed!r} must be an integer")
     folder = None

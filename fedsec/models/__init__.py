@@ -40,7 +40,15 @@ def prepare_data(name: str, dataset: Dataset, options: dict[str, Any]) -> Datase
     with a tokenizer of their own (hf_causal_lm, hf_sequence_classifier) re-encode the text
     (a family's ``prepare_data`` classmethod); every other model takes the dataset as it is."""
     prepare = getattr(family(name).cls, "prepare_data", None)
-    return dataset if prepare is None else prepare(dataset, options)
+    if prepare is not None:
+        return prepare(dataset, options)
+    if dataset.kind == "text" and dataset.num_classes != len(dataset.vocabulary):
+        # fedsec's character models embed ids and predict over the same num_classes
+        raise ValueError(f"model {name!r} reads characters and predicts one of them; dataset "
+                         f"{dataset.name!r} labels its {len(dataset.vocabulary)}-character "
+                         f"windows with {dataset.num_classes} classes: use a model with a "
+                         f"tokenizer of its own (hf_sequence_classifier)")
+    return dataset
 
 
 def model_task(name: str) -> Task:
