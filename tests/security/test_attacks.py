@@ -241,6 +241,27 @@ def test_model_replacement_scales_exactly_by_gamma(extra, gamma):
         np.testing.assert_allclose(f64(out[i][1][k]), expected, rtol=1e-12, atol=1e-12)
 
 
+
+def test_model_replacement_on_lora_factors_replaces_the_adapted_weight():
+    """On adapters the server averages A and B factor by factor: the factors scaled by gamma =
+    n make the averaged factors the attacker's, so the adapted weight's change B A is the
+    attacker's B_X A_X (benign clients at the global factors), not gamma or gamma^2 times it."""
+    n, rank, d = 6, 2, 5
+    gen = torch.Generator().manual_seed(0)
+    glob = {"lora_A": torch.randn(rank, d, generator=gen, dtype=torch.float64),
+            "lora_B": torch.randn(d, rank, generator=gen, dtype=torch.float64)}
+    attacker = {k: v + torch.randn(v.shape, generator=gen, dtype=torch.float64)
+                for k, v in glob.items()}
+    atk = attack("model_replacement", malicious_client_id=2)
+    models = [(10, dict(glob)) for _ in range(n)]
+    models[2] = (10, attacker)
+    out = atk.poison_model(models, glob, ctx_for(ids=list(range(n))))
+    averaged = {k: sum(state[k] for _, state in out) / n for k in glob}  # FedAvg, equal counts
+    for k in glob:
+        torch.testing.assert_close(averaged[k], attacker[k], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(averaged["lora_B"] @ averaged["lora_A"],
+                               attacker["lora_B"] @ attacker["lora_A"], rtol=1e-12, atol=1e-12)
+
 def test_model_replacement_fixed_attacker_and_rounds():
     models, wg = make_round(6)
     atk = attack("model_replacement", malicious_client_id=3, attack_training_rounds=[1])

@@ -37,6 +37,14 @@ class ModelReplacementAttack(Attack):
     ``setting.server_learning_rate``, 1 when unknown): with FedAvg of equal weights,
     w_g + eta/n sum_i (L_i - w_g) ~= X when the benign updates roughly cancel.
 
+    On LoRA adapters (hf_* models with ``lora``) the state_dict holds each adapted layer's
+    factors A and B, and the server averages them factor by factor, as federated LoRA does.
+    Scaling each factor's difference the same way makes the averaged factors the attacker's,
+    A ~= A_X and B ~= B_X, so the adapted weight W0 + s B A is the attacker's W0 + s B_X A_X:
+    the replacement the attack intends, not gamma^2 or gamma times the weight's change (with
+    benign clients that stay at the global factors it is exact;
+    tests/security/test_attacks.py).
+
     The malicious client is ``malicious_client_id`` whenever it takes part, else one client of
     each round drawn from (seed, round) (the same for ``is_malicious`` and ``poison_model``),
     or with ``malicious_selection: fixed`` one client id drawn once from seed;
