@@ -16,8 +16,9 @@ Sections:
   fedsec job (both started and stopped here).
 - ``flower``: the main job's task for ``--flower-rounds`` rounds in-process and through Flower's
   simulation engine (Ray) with ``FedSecStrategy`` (same clients, partitions, local training and
-  defense; bench/flower_task.py): rounds per second after the first round (Ray's start-up
-  excluded) and wall time, and the final accuracy of each. Needs the flower extra.
+  defense; fedsec/integrations/flower/simulation.py): rounds per second after the first round
+  (Ray's start-up excluded) and wall time, and the final accuracy of each. Needs the flower
+  extra.
 - ``fedml``: FedML's simulator, when the fedml package is installed (skipped with a note).
 
 Results go to bench/results/fl_round.json, and Markdown tables are printed.
@@ -119,7 +120,7 @@ def main_job_section(_args) -> list[dict]:
 def flower_section(args) -> list[dict]:
     if importlib.util.find_spec("flwr") is None:
         return [{"note": "Flower is not installed (pip install \"fedsec[flower]\"); skipped"}]
-    from bench.flower_task import run as run_flower
+    from fedsec.integrations.flower.simulation import run as run_flower
 
     raw = yaml.safe_load(resolve_config("default").read_text())
     raw["train_args"]["comm_round"] = args.flower_rounds

@@ -340,3 +340,34 @@ def test_readme_flower_example_runs():
     for metrics in rounds.values():
         assert metrics["fedsec-malicious-clients"]
         assert set(metrics["fedsec-malicious-clients"]) <= set(metrics["fedsec-excluded-clients"])
+
+
+def test_a_matrix_cell_through_flowers_engine_matches_the_in_process_run(tmp_path):
+    """fedsec.integrations.flower.simulation: a Byzantine cell with m-Krum, run by `fedsec
+    matrix` in-process and then through Flower's simulation engine (one virtual client per
+    fedsec client), gives the same accuracy every round: same data, training, seeds, attack
+    and defense, another engine."""
+    import json
+
+    import yaml
+
+    from fedsec.integrations.flower.simulation import compare_matrix
+    from fedsec.matrix import load_matrix, run_matrix
+    from support.experiments import BYZANTINE, tiny
+
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(tiny(
+        attack_args=BYZANTINE, train_args={"client_num_in_total": 7, "client_num_per_round": 7,
+                                           "comm_round": 2})))
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump({
+        "title": "one cell", "base": "base.yaml", "axes": {"defense": {"m-krum": {
+            "defense_args": {"enable_defense": True, "defense_type": "krum",
+                             "byzantine_client_num": 2, "krum_param_m": 3}}}}}))
+    out = tmp_path / "out"
+    run_matrix(load_matrix(tmp_path / "m.yaml"), out, seeds=1, progress=False)
+    result = compare_matrix(str(tmp_path / "m.yaml"), out, seed=0)
+    (cell,) = result["cells"]
+    assert len(cell["in_process"]) == len(cell["test_accuracy"]) == 2
+    assert cell["max_abs_difference"] <= 1e-6, cell
+    assert json.loads((out / "flower.json").read_text())["cells"][0]["cell"] == "m-krum"
+    assert "| m-krum | " in (out / "flower.md").read_text()
+    assert (out / "flower.png").read_bytes()[:4] == b"\x89PNG"
