@@ -56,8 +56,10 @@ def train_local(model: torch.nn.Module, global_state: StateDict, features: torch
     else:
         opt = torch.optim.Adam(model.parameters(), lr=how.learning_rate,
                                weight_decay=how.weight_decay)
-    anchors = ([p.detach().clone() for p in model.parameters()] if how.proximal_mu > 0
-               else None)
+    # only the weights that train: a frozen one never leaves its anchor (and a frozen LLM base
+    # would be copied whole)
+    anchors = ([(p, p.detach().clone()) for p in model.parameters() if p.requires_grad]
+               if how.proximal_mu > 0 else None)
     n = features.shape[0]
     steps, first = 0, None
     # summed on the device, so a GPU is not synchronised every step
@@ -73,7 +75,7 @@ def train_local(model: torch.nn.Module, global_state: StateDict, features: torch
             loss = classification_loss(model(x), y)
             total = loss
             if anchors is not None:
-                prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchors))
+                prox = sum(((p - a) ** 2).sum() for p, a in anchors)
                 total = loss + 0.5 * how.proximal_mu * prox
             opt.zero_grad(set_to_none=True)
             total.backward()

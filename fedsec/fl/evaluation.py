@@ -10,6 +10,9 @@ import torch.nn.functional as F
 from ..security.base import IGNORE_LABEL
 
 EVAL_BATCH = 1024
+# Logits held at once, in numbers: a language model's batch is cut down to fit (Pythia-1B's
+# 50,304-token vocabulary at 128 tokens is 6.4 M logits a sample, 26 GB for 1024 samples).
+LOGIT_BUDGET = 2 ** 26
 
 
 @torch.no_grad()
@@ -19,9 +22,13 @@ def evaluate(model: torch.nn.Module, features: torch.Tensor, labels: torch.Tenso
     token sequences [N, L]) over the whole set, in batches; labels -100 are not scored."""
     model.eval()
     correct, loss_sum, count = 0, 0.0, 0
-    for start in range(0, features.shape[0], EVAL_BATCH):
-        logits = model(features[start:start + EVAL_BATCH])
-        y = labels[start:start + EVAL_BATCH].reshape(-1)
+    if features.shape[0] == 0:
+        return {}
+    per_sample = model(features[:1]).numel()  # one sample's logits set the batch
+    batch = max(1, min(EVAL_BATCH, LOGIT_BUDGET // per_sample))
+    for start in range(0, features.shape[0], batch):
+        logits = model(features[start:start + batch])
+        y = labels[start:start + batch].reshape(-1)
         flat = logits.reshape(-1, logits.shape[-1])
         scored = y != IGNORE_LABEL
         loss_sum += float(F.cross_entropy(flat, y, reduction="sum",
