@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import queue
 import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, wait, FIRST_COMPLETED
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -88,19 +90,39 @@ def _run_job(job: Job, on_round) -> None:
         raise ValueError(f"cell {job.cell.label}, seed {job.seed} ({job.out}): {exc}") from exc
 
 
-def _worker(job: Job, ticks, threads: int) -> None:
-    """One run in a worker process with its share of the cores, a tick on ``ticks`` per
-    finished round."""
+_ticks = None  # a worker's queue of finished rounds, set by _start_worker
+
+
+def _start_worker(parent: int, ticks, threads: int) -> None:
+    """Worker initializer: its share of the cores, the queue its rounds are ticked on, and an
+    exit as soon as the sweep's process is gone (killed, even by SIGKILL), so that no orphan
+    goes on training and writing into a run directory that the next sweep resumes (the run's
+    checkpoint is written atomically: an exit mid-round loses only that round)."""
+    global _ticks
+    _ticks = ticks
     os.environ[THREADS_ENV] = str(threads)  # read by fedsec.threads for every pool
-    _run_job(job, lambda _: ticks.put(1))
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _worker(job: Job) -> None:
+    """One run in a worker process, a tick per finished round."""
+    _run_job(job, lambda _: _ticks.put(1))
 
 
 def _run_parallel(pending: list[Job], jobs: int, bar: tqdm, todo: list[Job]) -> None:
     context = get_context("spawn")  # no fork of a process holding torch's thread pools
-    with context.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=context) as pool:
-        ticks = manager.Queue()
-        share = worker_budget(jobs)
-        remaining = {pool.submit(_worker, job, ticks, share) for job in pending}
+    # A plain queue handed over at start-up: no manager process, which would outlive a
+    # killed sweep.
+    ticks = context.Queue()
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                             initargs=(os.getpid(), ticks, worker_budget(jobs))) as pool:
+        remaining = {pool.submit(_worker, job) for job in pending}
         while remaining:
             finished, remaining = wait(remaining, timeout=0.2, return_when=FIRST_COMPLETED)
             _drain(ticks, bar)

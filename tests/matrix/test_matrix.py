@@ -147,6 +147,60 @@ def test_cli_matrix_with_parallel_jobs(tmp_path):
     assert len(rows) == 4 and all(r["final_test_accuracy_seeds"] == "1" for r in rows)
 
 
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    from pathlib import Path
+
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc"), reason="reads /proc (Linux)")
+def test_killing_a_parallel_sweep_leaves_no_worker_behind(tmp_path):
+    """SIGKILL of `fedsec matrix --jobs 2` mid-run: its workers leave within seconds, so no
+    orphan goes on training and writing into the runs that the next sweep resumes; and that
+    sweep then finishes them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = write_matrix(tmp_path)
+    raw = yaml.safe_load((tmp_path / "base.yaml").read_text())
+    raw["train_args"]["comm_round"] = 40
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "fedsec.cli", "matrix", str(path), "--seeds", "1",
+               "--jobs", "2", "--out", str(out), "--quiet"]
+    sweep = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("cells/*/seed0/metrics.jsonl")):  # a worker is training
+        assert time.monotonic() < deadline and sweep.poll() is None, "no run started"
+        time.sleep(0.2)
+    workers = set()
+    for pid in _children(sweep.pid):
+        workers |= {pid} | _children(pid)
+    os.kill(sweep.pid, signal.SIGKILL)
+    sweep.wait()
+    deadline = time.monotonic() + 30
+    while any(os.path.exists(f"/proc/{pid}") and
+              open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+              for pid in workers):
+        assert time.monotonic() < deadline, "a worker outlived the killed sweep"
+        time.sleep(0.2)
+    assert main(["matrix", str(path), "--seeds", "1", "--out", str(out), "--quiet"]) == 0
+    rows = list(csv.DictReader(io.StringIO((out / "table.csv").read_text())))
+    assert len(rows) == 4 and all(r["final_test_accuracy_seeds"] == "1" for r in rows)
+
 @pytest.mark.parametrize("extra,message", [
     ({"axes": {}}, "axes is empty"),
     ({"seeds": 0}, "seeds=0 must be an integer >= 1"),
