@@ -364,7 +364,10 @@ def test_a_matrix_cell_through_flowers_engine_matches_the_in_process_run(tmp_pat
                              "byzantine_client_num": 2, "krum_param_m": 3}}}}}))
     out = tmp_path / "out"
     run_matrix(load_matrix(tmp_path / "m.yaml"), out, seeds=1, progress=False)
-    result = compare_matrix(str(tmp_path / "m.yaml"), out, seed=0)
+    with pytest.raises(ValueError, match=r"--cell \{'defense': 'krum'\}: not an axis value"):
+        compare_matrix(str(tmp_path / "m.yaml"), out, seed=0, where={"defense": "krum"})
+    result = compare_matrix(str(tmp_path / "m.yaml"), out, seed=0, where={"defense": "m-krum"})
+    assert result["command"].endswith("--seed 0 --cell defense=m-krum")
     (cell,) = result["cells"]
     assert len(cell["in_process"]) == len(cell["test_accuracy"]) == 2
     assert cell["max_abs_difference"] <= 1e-6, cell

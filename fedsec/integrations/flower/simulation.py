@@ -6,10 +6,11 @@ run of the same config and seed: the engines differ, the task does not.
 
 - ``run(raw, rounds)``: one config (YAML sections) in Flower's simulation; the wall time, the
   rounds' time after Ray's start-up and every round's test accuracy.
-- ``python -m fedsec.integrations.flower.simulation MATRIX OUT --seed K``: every cell of a
-  matrix through Flower, each beside its in-process run under ``OUT/cells/<cell>/seed<K>``
-  (written by ``fedsec matrix MATRIX --out OUT``); writes ``OUT/flower.md``, ``flower.json`` and
-  ``flower.png``. configs/paper/exp10_real_world.yaml runs this way at the paper's 70 clients.
+- ``python -m fedsec.integrations.flower.simulation MATRIX OUT --seed K [--cell AXIS=VALUE]``:
+  the cells of a matrix (all, or those with the given axis values) through Flower, each
+  beside its in-process run under ``OUT/cells/<cell>/seed<K>`` (written by ``fedsec matrix
+  MATRIX --out OUT``); writes ``OUT/flower.md``, ``flower.json`` and ``flower.png``.
+  configs/paper/exp10_real_world.yaml runs this way at the paper's 70 clients.
 
 Ray's workers import the ClientApp by name, so it lives at module level here.
 """
@@ -105,14 +106,21 @@ def run(raw: dict, rounds: int | None = None) -> dict:
             "final_test_accuracy": accuracy.get(rounds)}
 
 
-def compare_matrix(matrix_path: str, out: Path, seed: int) -> dict:
-    """Every cell of the matrix at ``seed`` through Flower, beside its in-process run in
-    ``out``; writes flower.json, flower.md and flower.png into ``out``."""
+def compare_matrix(matrix_path: str, out: Path, seed: int,
+                   where: dict[str, str] | None = None) -> dict:
+    """The cells of the matrix (those with the axis values of ``where``; all by default) at
+    ``seed`` through Flower, beside their in-process runs in ``out``; writes flower.json,
+    flower.md and flower.png into ``out``."""
     from ...matrix import load_matrix
 
     matrix = load_matrix(matrix_path)
+    where = where or {}
+    unknown = {a: v for a, v in where.items() if v not in matrix.axes.get(a, {})}
+    if unknown:
+        raise ValueError(f"--cell {unknown}: not an axis value of {matrix.name} "
+                         f"({', '.join(f'{a}: {list(vs)}' for a, vs in matrix.axes.items())})")
     cells = []
-    for cell in matrix.cells:
+    for cell in (c for c in matrix.cells if all(c.value(a) == v for a, v in where.items())):
         run_dir = RunDir(out / "cells" / cell.name / f"seed{seed}")
         if not run_dir.file("summary.json").exists():
             raise FileNotFoundError(f"{run_dir.path} holds no finished run: run `fedsec matrix "
@@ -122,9 +130,10 @@ def compare_matrix(matrix_path: str, out: Path, seed: int) -> dict:
         cells.append({"cell": cell.label, "in_process": in_process, **flower,
                       "max_abs_difference": max(abs(a - b) for a, b in
                                                 zip(in_process, flower["test_accuracy"]))})
+    chosen = "".join(f" --cell {a}={v}" for a, v in where.items())
     result = {"matrix": matrix.name, "seed": seed, "cells": cells,
               "command": f"python -m fedsec.integrations.flower.simulation {matrix_path} "
-                         f"{out} --seed {seed}"}
+                         f"{out} --seed {seed}{chosen}"}
     (out / "flower.json").write_text(json.dumps(result, indent=2) + "\n")
     _plot(cells, matrix.title, out / "flower.png")
     (out / "flower.md").write_text(_markdown(result, matrix.title))
@@ -170,11 +179,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("matrix", help="a matrix config")
     parser.add_argument("out", type=Path, help="the matrix's output folder (fedsec matrix --out)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cell", action="append", default=[], metavar="AXIS=VALUE",
+                        help="only the cells with this axis value (repeatable)")
     args = parser.parse_args(argv)
-    result = compare_matrix(args.matrix, args.out, args.seed)
+    where = dict(item.split("=", 1) for item in args.cell if "=" in item)
+    if len(where) != len(args.cell):
+        parser.error(f"--cell takes AXIS=VALUE; got {args.cell}")
+    result = compare_matrix(args.matrix, args.out, args.seed, where)
     print(_markdown(result, result["matrix"]))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Ray's workers unpickle the ClientApp's functions by module name, which __main__ is not:
+    # run the module's named copy.
+    from fedsec.integrations.flower import simulation
+
+    sys.exit(simulation.main())
