@@ -20,8 +20,9 @@ VERDICT = {True: "agrees", False: "**disagrees**", None: "-"}
 LEGACY = ("holds", "fails", "no data")  # verdicts of summaries from before intervals
 
 
-def write_index(folder: Path) -> Path:
-    """README.md in ``folder`` for every ``*/summary.json`` written by ``fedsec matrix``."""
+def write_index(folder: Path, configs: list[Path] = ()) -> Path:
+    """README.md in ``folder`` for every ``*/summary.json`` written by ``fedsec matrix``; the
+    matrix ``configs`` (files) without results there are listed as not run."""
     rows, findings, sections, untestable = [], [], [], []
     for path in sorted(folder.glob("*/summary.json"), key=_natural):
         summary = json.loads(path.read_text())
@@ -59,6 +60,12 @@ def write_index(folder: Path) -> Path:
              "| finding | source | there | here | difference, interval | |",
              "| --- | --- | --- | --- | --- | --- |",
              *findings, ""]
+    missing = [c for c in configs if not (folder / c.stem / "summary.json").is_file()]
+    if missing:
+        lines += ["## Matrices not run yet", "",
+                  "Their configs are in place; `bash docs/results/regenerate.sh` runs them "
+                  "(and keeps every finished run):", "",
+                  *(f"- `{c}`" for c in missing), ""]
     if untestable:
         lines += ["## Findings that cannot be tested here", "",
                   "| the source's sentence | source | matrix: why not |", "| --- | --- | --- |",
@@ -112,8 +119,11 @@ def _natural(path: Path) -> list:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("folder", type=Path, help="a folder of `fedsec matrix` outputs")
+    parser.add_argument("configs", type=Path, nargs="*",
+                        help="matrix configs whose outputs belong in the folder (named "
+                             "after the config): those without one are listed as not run")
     args = parser.parse_args(argv)
-    print(f"wrote {write_index(args.folder)}")
+    print(f"wrote {write_index(args.folder, args.configs)}")
     return 0
 
 

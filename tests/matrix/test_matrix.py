@@ -92,7 +92,10 @@ def test_a_two_axis_matrix_as_grids_with_its_untestable_findings(tmp_path):
     assert mean == pytest.approx(by["byzantine / m-krum"])
     assert "## Findings not tested here" in report and \
         "| ResNet-56 fails. | FedMLSecurity, Exp6, Section 5.1 | hours a run here |" in report
-    index = write_index(tmp_path / "results").read_text()
+    index = write_index(tmp_path / "results", [tmp_path / "tiny.yaml", tmp_path / "other.yaml"]
+                        ).read_text()
+    assert "## Matrices not run yet" in index and f"- `{tmp_path / 'other.yaml'}`" in index
+    assert f"- `{tmp_path / 'tiny.yaml'}`" not in index
     assert "Stand-in: dataset digits (source: CIFAR-10); model lr (source: ResNet-20); " \
            "malicious 2 (source: 1); rounds 2 (source: not stated)." in index
     assert f"  > {QUOTE}" in index
