@@ -117,25 +117,27 @@ def _worker(job: Job) -> None:
 
 
 def _run_parallel(pending: list[Job], jobs: int, bar: tqdm, todo: list[Job]) -> None:
+    """The jobs on ``jobs`` worker processes, fresh ones for every RUNS_PER_WORKER runs each: a
+    worker's resident memory grows over hundreds of runs (6 GB after about 600 small ones in
+    the all-against-all sweep), and a new pool costs a second of imports. (The pool's own
+    max_tasks_per_child hung here, Python 3.11.7, when it replaced a worker.)"""
     context = get_context("spawn")  # no fork of a process holding torch's thread pools
     # A plain queue handed over at start-up: no manager process, which would outlive a
     # killed sweep.
     ticks = context.Queue()
-    # A fresh worker every RUNS_PER_WORKER runs: a worker's resident memory grows over
-    # hundreds of runs (6 GB after about 600 small ones, all-against-all sweep), and a
-    # restart costs a second of imports. Python 3.10's pool cannot recycle its workers.
-    recycle = {"max_tasks_per_child": RUNS_PER_WORKER} if sys.version_info >= (3, 11) else {}
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
-                             initargs=(os.getpid(), ticks, worker_budget(jobs)),
-                             **recycle) as pool:
-        remaining = {pool.submit(_worker, job) for job in pending}
-        while remaining:
-            finished, remaining = wait(remaining, timeout=0.2, return_when=FIRST_COMPLETED)
-            _drain(ticks, bar)
-            for future in finished:
-                future.result()  # a failed run raises here, its cell named
-            bar.set_postfix_str(f"{sum(j.done() for j in todo)}/{len(todo)} runs done")
-        _drain(ticks, bar)
+    chunk = jobs * RUNS_PER_WORKER
+    for first in range(0, len(pending), chunk):
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                                 initargs=(os.getpid(), ticks, worker_budget(jobs))) as pool:
+            remaining = {pool.submit(_worker, job) for job in pending[first:first + chunk]}
+            while remaining:
+                finished, remaining = wait(remaining, timeout=0.2,
+                                           return_when=FIRST_COMPLETED)
+                _drain(ticks, bar)
+                for future in finished:
+                    future.result()  # a failed run raises here, its cell named
+                bar.set_postfix_str(f"{sum(j.done() for j in todo)}/{len(todo)} runs done")
+    _drain(ticks, bar)
 
 
 def _drain(ticks, bar: tqdm) -> None:

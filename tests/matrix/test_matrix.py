@@ -142,7 +142,10 @@ def test_a_half_finished_matrix_runs_only_the_missing_runs(tmp_path, monkeypatch
     assert len(list(out.glob("cells/*/seed*/summary.json"))) == 8
 
 
-def test_cli_matrix_with_parallel_jobs(tmp_path):
+@pytest.mark.parametrize("runs_per_worker", [25, 1])
+def test_cli_matrix_with_parallel_jobs(tmp_path, monkeypatch, runs_per_worker):
+    """With 1 run per worker the 4 runs take two pools of 2 fresh workers."""
+    monkeypatch.setattr(matrix_runner, "RUNS_PER_WORKER", runs_per_worker)
     path = write_matrix(tmp_path)
     assert main(["matrix", str(path), "--seeds", "1", "--jobs", "2", "--out",
                  str(tmp_path / "out"), "--quiet"]) == 0
