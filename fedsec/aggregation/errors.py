@@ -15,5 +15,11 @@ class NonFiniteUpdateError(ValueError):
         )
 
 
+class TooFewClientsError(ValueError):
+    """Too few client updates for the rule's guarantee (n >= 4f + 3 for Bulyan, ...), counted
+    after the non-finite ones are excluded; the message names the rule and the numbers. A
+    federated run keeps its global model for that round (fedsec.fl.experiment)."""
+
+
 class CudaUnavailableError(RuntimeError):
     """The native CUDA path was requested but the build or the machine cannot run it."""

@@ -30,6 +30,7 @@ from ..security import (RoundContext, Setting, Stage, StateDict, aggregate_round
                         defend_client_update, fedavg, is_malicious)
 from ..security.pipeline import hooks
 from .. import threads
+from ..aggregation.errors import TooFewClientsError
 from .batched import ClientData, batching_obstacle, batching_pays, train_batched
 from .client import LocalResult, LocalTraining, train_local
 from .config import ConfigError, ExperimentConfig
@@ -158,13 +159,20 @@ class Experiment:
                                       in zip(clients, results) if result.first_batch is not None)
         train_time = time.perf_counter() - train_start
         models = self.optimizer.uploads(results, self.global_model)
-        new_global = aggregate_round(self.attack, self.defense, models, self.global_model,
-                                     ctx, fedavg, self.optimizer.step)
+        try:
+            new_global = aggregate_round(self.attack, self.defense, models, self.global_model,
+                                         ctx, fedavg, self.optimizer.step)
+        except TooFewClientsError as exc:  # e.g. Bulyan once the non-finite uploads are out
+            new_global, refused = self.global_model, str(exc)
+        else:
+            refused = None
         rejected = _non_finite_entries(new_global)
         if not rejected:  # nothing writes into a global model in place: no copy needed
             self.global_model = new_global
         record: dict[str, Any] = {"round": r, "clients": clients}
         record.update(_jsonable(ctx.metrics))
+        if refused is not None:
+            record["aggregation_refused"] = f"{refused}; the previous global model is kept"
         if rejected:
             record["global_model_rejected"] = (f"non-finite values after aggregation in "
                                                f"{rejected[:5]}; the previous global model "

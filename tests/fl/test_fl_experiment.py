@@ -157,6 +157,32 @@ def test_a_nan_update_never_reaches_the_global_model():
     assert all(torch.equal(start[k], v) for k, v in broken.global_model.items())
 
 
+
+def test_a_rule_left_with_too_few_clients_keeps_the_global_model_and_says_why():
+    """Bulyan (n >= 4f + 3) with 2 of 11 uploads infinite: 9 finite ones are too few for f = 2,
+    so each round keeps the global model and records the rule's reason; the run goes on."""
+    import fedsec
+
+    updates = torch.randn(11, 5)
+    updates[:2] = math.inf
+    with pytest.raises(fedsec.TooFewClientsError, match=r"bulyan needs n >= 4f \+ 3; got n=9, "
+                                                      r"f=2 \(2 of 11 excluded as non-finite\)"):
+        fedsec.bulyan(updates, f=2)
+    assert issubclass(fedsec.TooFewClientsError, ValueError)  # the drop-in contract
+    experiment = Experiment(parse_config(tiny(
+        train_args={"client_num_in_total": 11, "client_num_per_round": 11, "comm_round": 2},
+        attack_args={"enable_attack": True, "attack_type": "inf", "byzantine_client_num": 2},
+        defense_args={"enable_defense": True, "defense_type": "bulyan",
+                      "byzantine_client_num": 2})))
+    start = {k: v.clone() for k, v in experiment.global_model.items()}
+    records = list(experiment.rounds())
+    assert len(records) == 2
+    for record in records:
+        assert record["aggregation_refused"] == (
+            "bulyan needs n >= 4f + 3; got n=9, f=2 (2 of 11 excluded as non-finite); the "
+            "previous global model is kept")
+    assert all(torch.equal(start[k], v) for k, v in experiment.global_model.items())
+
 def test_two_experiments_interleaved_in_one_process_do_not_share_state():
     """FoolsGold keeps per-client histories and FedOpt its moments: stepping two experiments
     round by round in turn gives what each gives alone."""
