@@ -33,7 +33,7 @@ __version__ = "0.1.0"
 # not aggregate start without importing torch (about 3 s here).
 _EXPORTS = ("mean", "median", "trimmed_mean", "krum_scores", "krum", "geometric_median",
             "bulyan", "centered_clip", "AggregationInfo", "NonFiniteUpdateError",
-            "TooFewClientsError", "CudaUnavailableError", "build_info", "set_num_threads", "set_cpu_isa",
+            "CannotAggregateError", "CudaUnavailableError", "build_info", "set_num_threads", "set_cpu_isa",
             "fltrust", "dnc", "flame", "mda", "monna", "caf", "smea", "signguard",
             "clipped_clustering")
 _EXPORTS += ("meamed",)
@@ -65,7 +65,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .aggregation import (AggregationInfo, CudaUnavailableError, NonFiniteUpdateError,
-                              TooFewClientsError, build_info, bulyan, centered_clip,
+                              CannotAggregateError, build_info, bulyan, centered_clip,
                               geometric_median, krum, krum_scores, mean, median, set_cpu_isa, set_num_threads,
                               trimmed_mean)
     from .aggregation import (caf, clipped_clustering, dnc, flame, fltrust, mda, monna,

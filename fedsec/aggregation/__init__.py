@@ -13,7 +13,7 @@
 - ``info.py``, ``errors.py``, ``selftest.py``: what a call reports, its errors, a quick check.
 """
 from .backends.build import build_info, set_cpu_isa, set_num_threads
-from .errors import CudaUnavailableError, NonFiniteUpdateError, TooFewClientsError
+from .errors import CudaUnavailableError, NonFiniteUpdateError, CannotAggregateError
 from .info import AggregationInfo
 from .rules import (bulyan, centered_clip, geometric_median, krum, krum_scores, mean, median,
                     trimmed_mean)
@@ -22,6 +22,6 @@ from .rules import caf, clipped_clustering, dnc, flame, fltrust, mda, monna, sig
 
 __all__ = ["mean", "median", "trimmed_mean", "krum_scores", "krum", "geometric_median",
            "bulyan", "centered_clip", "AggregationInfo", "NonFiniteUpdateError",
-           "TooFewClientsError", "CudaUnavailableError", "build_info", "set_num_threads", "set_cpu_isa",
+           "CannotAggregateError", "CudaUnavailableError", "build_info", "set_num_threads", "set_cpu_isa",
            "fltrust", "dnc", "flame", "mda", "monna", "caf", "smea", "signguard",
            "clipped_clustering", "meamed"]

@@ -25,7 +25,7 @@ import numpy as np
 from . import pre as pre_module
 from . import solvers
 from .backends import pick_backend
-from .errors import NonFiniteUpdateError, TooFewClientsError
+from .errors import NonFiniteUpdateError, CannotAggregateError
 from .info import AggregationInfo
 from .updates import UpdateSet, from_any
 
@@ -84,11 +84,11 @@ class AggregationContext:
         return list(range(self.n)) if self.pre else list(self.in_play)
 
     def require(self, condition: bool, message: str) -> None:
-        """A TooFewClientsError (a ValueError) naming the rule and the numbers when too few
+        """A CannotAggregateError (a ValueError) naming the rule and the numbers when too few
         clients remain."""
         if not condition:
             excluded = f" ({len(self.excluded)} of {self.updates.n} excluded as non-finite)" if self.excluded else ""
-            raise TooFewClientsError(f"{self.rule} needs {message}{excluded}")
+            raise CannotAggregateError(f"{self.rule} needs {message}{excluded}")
 
     def run(self, body: Callable[[], Any]) -> Any:
         """Runs body() until it completes without meeting a new non-finite client."""

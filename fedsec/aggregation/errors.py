@@ -15,9 +15,10 @@ class NonFiniteUpdateError(ValueError):
         )
 
 
-class TooFewClientsError(ValueError):
-    """Too few client updates for the rule's guarantee (n >= 4f + 3 for Bulyan, ...), counted
-    after the non-finite ones are excluded; the message names the rule and the numbers. A
+class CannotAggregateError(ValueError):
+    """What is left of the round cannot be aggregated by the rule: too few finite client
+    updates for its guarantee (n >= 4f + 3 for Bulyan, ...), or the update it must trust
+    (MoNNA's) is among the non-finite ones. The message names the rule and the numbers. A
     federated run keeps its global model for that round (fedsec.fl.experiment)."""
 
 

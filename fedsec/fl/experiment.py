@@ -30,7 +30,7 @@ from ..security import (RoundContext, Setting, Stage, StateDict, aggregate_round
                         defend_client_update, fedavg, is_malicious)
 from ..security.pipeline import hooks
 from .. import threads
-from ..aggregation.errors import TooFewClientsError
+from ..aggregation.errors import CannotAggregateError
 from .batched import ClientData, batching_obstacle, batching_pays, train_batched
 from .client import LocalResult, LocalTraining, train_local
 from .config import ConfigError, ExperimentConfig
@@ -162,7 +162,7 @@ class Experiment:
         try:
             new_global = aggregate_round(self.attack, self.defense, models, self.global_model,
                                          ctx, fedavg, self.optimizer.step)
-        except TooFewClientsError as exc:  # e.g. Bulyan once the non-finite uploads are out
+        except CannotAggregateError as exc:  # e.g. Bulyan once the non-finite uploads are out
             new_global, refused = self.global_model, str(exc)
         else:
             refused = None

@@ -158,17 +158,22 @@ def test_a_nan_update_never_reaches_the_global_model():
 
 
 
-def test_a_rule_left_with_too_few_clients_keeps_the_global_model_and_says_why():
-    """Bulyan (n >= 4f + 3) with 2 of 11 uploads infinite: 9 finite ones are too few for f = 2,
-    so each round keeps the global model and records the rule's reason; the run goes on."""
+def test_a_rule_that_cannot_aggregate_keeps_the_global_model_and_says_why():
+    """Bulyan (n >= 4f + 3) with 2 of 11 uploads infinite: 9 finite ones are too few for f = 2
+    (and MoNNA cannot trust an infinite update), so each round keeps the global model and
+    records the rule's reason; the run goes on."""
     import fedsec
 
     updates = torch.randn(11, 5)
     updates[:2] = math.inf
-    with pytest.raises(fedsec.TooFewClientsError, match=r"bulyan needs n >= 4f \+ 3; got n=9, "
-                                                      r"f=2 \(2 of 11 excluded as non-finite\)"):
+    with pytest.raises(fedsec.CannotAggregateError,
+                       match=r"bulyan needs n >= 4f \+ 3; got n=9, f=2 \(2 of 11 excluded as "
+                             r"non-finite\)"):
         fedsec.bulyan(updates, f=2)
-    assert issubclass(fedsec.TooFewClientsError, ValueError)  # the drop-in contract
+    with pytest.raises(fedsec.CannotAggregateError,
+                       match="monna: the trusted client 0's update holds non-finite values"):
+        fedsec.monna(updates, f=2, trusted=0)
+    assert issubclass(fedsec.CannotAggregateError, ValueError)  # the drop-in contract
     experiment = Experiment(parse_config(tiny(
         train_args={"client_num_in_total": 11, "client_num_per_round": 11, "comm_round": 2},
         attack_args={"enable_attack": True, "attack_type": "inf", "byzantine_client_num": 2},

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...params import check
 from .. import solvers
 from ..context import AggregationContext
+from ..errors import CannotAggregateError
 from ._common import normalised, result, weights_of
 
 
@@ -27,8 +28,8 @@ def monna(updates, f: int, trusted: int, weights=None, *, on_nonfinite: str = "e
         gram = ctx.gram()
         ctx.require(ctx.n > 2 * f, f"n > 2f; got n={ctx.n}, f={f}")
         if trusted not in ctx.active:
-            raise ValueError(f"monna: the trusted client {trusted}'s update holds non-finite "
-                             f"values (NaN or Inf)")
+            raise CannotAggregateError(f"monna: the trusted client {trusted}'s update holds "
+                                       f"non-finite values (NaN or Inf)")
         t = ctx.active.index(trusted)
         distances = solvers.squared_distances(gram.matrix)[t]
         distances[t] = -1.0  # the trusted update is its own nearest neighbour
