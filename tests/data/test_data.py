@@ -570,8 +570,9 @@ def test_text_errors_name_the_path(tmp_path):
 # --- load_dataset arguments -------------------------------------------------------------------
 
 def test_load_dataset_argument_errors(tmp_path):
-    assert set(DATASETS) == {"digits", "shakespeare_plays", "mnist", "fashion_mnist", "cifar10",
-                             "femnist", "shakespeare", "text"}
+    assert set(DATASETS) == {"digits", "shakespeare_plays", "shakespeare_play_classes", "mnist",
+                             "fashion_mnist", "cifar10", "femnist", "shakespeare", "text",
+                             "20news"}
     with pytest.raises(ValueError, match="unknown dataset 'cifar100'; valid: digits, "):
         load_dataset("cifar100")
     with pytest.raises(ValueError, match="target must be 'last'"):
