@@ -3,7 +3,7 @@
 # table of configs/sok.yaml into docs/results/sok/ (finished runs are kept, so an interrupted
 # regeneration continues), then rebuilds docs/results/README.md. Several hours on 2 cores, as
 # measured here: the logistic-regression matrices about 40 minutes and the all-against-all
-# table about 70 (each beside the other); Exp6's CNN and bi-LSTM ran 12 of their 60 runs in 33
+# table about two hours (each beside other jobs); Exp6's CNN and bi-LSTM ran 12 of their 60 runs in 33
 # minutes beside another sweep; the language-model and Fashion-MNIST matrices take longer still.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
