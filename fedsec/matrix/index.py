@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from .claims import OUTCOMES
+from .report import one_line
 
 VERDICT = {True: "agrees", False: "**disagrees**", None: "-"}
 LEGACY = ("holds", "fails", "no data")  # verdicts of summaries from before intervals
@@ -39,8 +40,8 @@ def write_index(folder: Path, configs: list[Path] = ()) -> Path:
                      f"{c['expected']} | {c['here']} | {_interval(c)} | "
                      f"{VERDICT[c['agrees']]} |" for c in claims]
         sections += _section(name, summary)
-        untestable += [f"| {_one_line(u['quote'])} | {_one_line(u['source'])} | "
-                       f"[{name}]({name}/report.md): {_one_line(u['why'])} |"
+        untestable += [f"| {one_line(u['quote'])} | {one_line(u['source'])} | "
+                       f"[{name}]({name}/report.md): {one_line(u['why'])} |"
                        for u in summary.get("untestable", [])]
     lines = ["# Benchmark results", "",
              "The matrices of configs/paper/ (FedMLSecurity's experiments at CPU scale on two "
@@ -81,20 +82,15 @@ def _section(name: str, summary: dict) -> list[str]:
     lines = [f"### [{summary['title']}]({name}/report.md)", ""]
     differ = [r for r in summary.get("setting", []) if r["paper"] != r["here"]]
     if differ:
-        lines += ["Stand-in: " + "; ".join(f"{r['row']} {_one_line(r['here'])} (source: "
-                                           f"{_one_line(r['paper'])})" for r in differ) + ".",
+        lines += ["Stand-in: " + "; ".join(f"{r['row']} {one_line(r['here'])} (source: "
+                                           f"{one_line(r['paper'])})" for r in differ) + ".",
                   ""]
     for c in summary["claims"]:
         lines.append(f"- **{c['here']}** ({VERDICT[c['agrees']]}; the source: "
                      f"{c['expected']}): {c['claim']} ({c['source']}); {_interval(c)}")
         if c.get("quote"):
-            lines.append(f"  > {_one_line(c['quote'])}")
+            lines.append(f"  > {one_line(c['quote'])}")
     return lines + [""]
-
-
-def _one_line(text: str) -> str:
-    """Text inside a Markdown table cell or list item: one line, no column breaks."""
-    return " ".join(str(text).split()).replace("|", "\\|")
 
 
 def _commit(commit: str) -> str:

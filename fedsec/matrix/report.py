@@ -90,7 +90,7 @@ def write_report(matrix: MatrixConfig, results: list[CellResult], out: Path, see
     if matrix.untestable:
         lines += ["## Findings not tested here", "",
                   "| finding | source | why not here |", "| --- | --- | --- |"]
-        lines += [f"| {_cell(u.quote)} | {_cell(u.source)} | {_cell(u.why)} |"
+        lines += [f"| {one_line(u.quote)} | {one_line(u.source)} | {one_line(u.why)} |"
                   for u in matrix.untestable]
         lines += [""]
     lines += ["## Configs", "",
@@ -140,7 +140,8 @@ def config_commit(path: Path) -> str:
 
 def _setting_table(matrix: MatrixConfig) -> str:
     rows = ["| setting | paper | here | why it differs |", "| --- | --- | --- | --- |"]
-    rows += [f"| {r.name} | {_cell(r.paper)} | {_cell(r.here)} | {_cell(r.why) or '-'} |"
+    rows += [f"| {r.name} | {one_line(r.paper)} | {one_line(r.here)} | "
+             f"{one_line(r.why) or '-'} |"
              for r in matrix.setting]
     return "\n".join(rows)
 
@@ -207,7 +208,7 @@ def _verdict_detail(v: Verdict) -> list[str]:
     return lines
 
 
-def _cell(text: str) -> str:
+def one_line(text: str) -> str:
     """Text inside a Markdown table cell: one line, no column breaks."""
     return " ".join(text.split()).replace("|", "\\|")
 
