@@ -176,6 +176,7 @@ class MatrixConfig:
     claims: tuple[Claim, ...]
     untestable: tuple[Untestable, ...] = ()
     heatmaps: Heatmaps | None = None
+    extends: str | None = None  # the name of the matrix this one reruns on another stand-in
 
     def cell(self, selection: Mapping[str, str]) -> Cell:
         """The one cell with these axis values."""
@@ -215,7 +216,7 @@ def load_matrix(path: str | Path) -> MatrixConfig:
     matrix = MatrixConfig(path.stem, path, str(raw.get("title", path.stem)),
                           str(raw.get("description", "")), seeds, level, setting, axes,
                           tuple(cells), (), _untestable(where, raw.get("untestable") or []),
-                          _heatmaps(where, raw.get("heatmaps"), axes))
+                          _heatmaps(where, raw.get("heatmaps"), axes), raw.get("extends_name"))
     claims = tuple(_claim(where, i, c, matrix) for i, c in enumerate(raw.get("claims") or []))
     return dataclasses.replace(matrix, claims=claims)
 
@@ -237,6 +238,7 @@ def _read_matrix(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if "extends" not in raw:
         return raw
     parent_path = _relative(path, raw.pop("extends"), "extends")
+    raw["extends_name"] = parent_path.stem
     if parent_path.resolve() in seen:
         raise ConfigError(f"matrix config {where!r}: extends {str(parent_path)!r}, which "
                           f"extends it back")

@@ -1,7 +1,8 @@
 """The index of a folder of matrix reports (``python -m fedsec.matrix.index FOLDER``, from each
 report's summary.json): each matrix's title, size, stand-in and how its published findings fare
 here; per matrix, each finding's quoted sentence, verdict and interval; every finding in one
-table; and the findings no matrix can test here, with why.
+table; where a matrix rerun on another stand-in (``extends``) reaches another verdict than the
+matrix it reruns; and the findings no matrix can test here, with why.
 
 A summary written before verdicts came from intervals (no ``method`` key: its verdicts
 compared means, 'holds' or 'fails') is listed as such, with no interval; regenerating the
@@ -25,11 +26,11 @@ def write_index(folder: Path, configs: list[Path] = ()) -> Path:
     """README.md in ``folder`` for every ``*/summary.json`` written by ``fedsec matrix``; the
     matrix ``configs`` (files) without results there are listed as not run."""
     rows, findings, sections, untestable = [], [], [], []
-    for path in sorted(folder.glob("*/summary.json"), key=_natural):
-        summary = json.loads(path.read_text())
+    summaries = {p.parent.name: json.loads(p.read_text())
+                 for p in sorted(folder.glob("*/summary.json"), key=_natural)}
+    for name, summary in summaries.items():
         claims = summary["claims"]
         agree = sum(c["agrees"] is True for c in claims)
-        name = path.parent.name
         counts = ", ".join(f"{sum(c['here'] == o for c in claims)} {o}"
                            for o in (OUTCOMES if "method" in summary else LEGACY))
         method = (f"{summary['method']}; config {_commit(summary['config_commit'])}"
@@ -61,6 +62,7 @@ def write_index(folder: Path, configs: list[Path] = ()) -> Path:
              "| finding | source | there | here | difference, interval | |",
              "| --- | --- | --- | --- | --- | --- |",
              *findings, ""]
+    lines += _stand_ins_compared(summaries)
     missing = [c for c in configs if not (folder / c.stem / "summary.json").is_file()]
     if missing:
         lines += ["## Matrices not run yet", "",
@@ -91,6 +93,33 @@ def _section(name: str, summary: dict) -> list[str]:
         if c.get("quote"):
             lines.append(f"  > {one_line(c['quote'])}")
     return lines + [""]
+
+
+def _stand_ins_compared(summaries: dict[str, dict]) -> list[str]:
+    """Each finding of a matrix that reruns another on a second stand-in (its summary's
+    ``extends``) whose verdict differs from the one it has there, by the finding's text."""
+    pairs = [(name, s["extends"]) for name, s in summaries.items()
+             if s.get("extends") in summaries]
+    if not pairs:
+        return []
+    lines = ["## Where the stand-ins disagree", "",
+             "A matrix that reruns another on a second stand-in tests the same findings with "
+             "the same margins; these are the findings whose verdicts differ between the two "
+             "(the other findings reach the same verdict on both).", "",
+             "| finding | first stand-in | verdict, interval | second stand-in | verdict, "
+             "interval |", "| --- | --- | --- | --- | --- |"]
+    counts = []
+    for name, parent in pairs:
+        there = {c["claim"]: c for c in summaries[parent]["claims"]}
+        shared = [(there[c["claim"]], c) for c in summaries[name]["claims"]
+                  if c["claim"] in there]
+        differ = [(a, b) for a, b in shared if a["here"] != b["here"]]
+        counts.append(f"[{parent}]({parent}/report.md) against [{name}]({name}/report.md): "
+                      f"{len(differ)} of {len(shared)} findings differ")
+        lines += [f"| {b['claim']} | [{parent}]({parent}/report.md) | {a['here']}: "
+                  f"{_interval(a)} | [{name}]({name}/report.md) | {b['here']}: "
+                  f"{_interval(b)} |" for a, b in differ]
+    return lines + ["", *(f"- {c}" for c in counts), ""]
 
 
 def _commit(commit: str) -> str:

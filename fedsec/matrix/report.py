@@ -223,7 +223,7 @@ def _write_summary(path: Path, matrix: MatrixConfig, results: list[CellResult], 
     """The matrix in numbers, for indexes across matrices (fedsec.matrix.index)."""
     summary = {
         "title": matrix.title, "cells": len(results), "seeds": seeds, "method": METHOD,
-        "config_commit": commit,
+        "config_commit": commit, "extends": matrix.extends,
         "setting": [{"row": r.name, "paper": r.paper, "here": r.here, "why": r.why}
                     for r in matrix.setting],
         "untestable": [{"source": u.source, "quote": u.quote, "why": u.why}

@@ -263,6 +263,38 @@ def test_index_of_reports(tmp_path):
     assert "| c ([old](old/report.md)) | s | holds | fails | - | **disagrees** |" in index
 
 
+def test_index_compares_a_matrix_with_the_one_it_reruns_on_another_stand_in(tmp_path):
+    """Findings matched by their text; only those whose verdicts differ are listed."""
+    import json
+
+    from fedsec.matrix.index import write_index
+
+    def claim(text, here, difference):
+        return {"claim": text, "source": "s", "expected": "holds", "here": here,
+                "agrees": here == "holds", "metric": "final_test_accuracy", "left": 0.5,
+                "right": 0.6, "seeds": 5, "difference": difference, "level": 0.95,
+                "interval": [difference - 0.01, difference + 0.01]}
+
+    for name, extends, claims in [
+            ("digits", None, [claim("zero hurts", "inconclusive", -0.001),
+                              claim("random hurts", "holds", -0.4)]),
+            ("digits_fmnist", "digits", [claim("zero hurts", "holds", -0.2),
+                                         claim("random hurts", "holds", -0.3),
+                                         claim("only here", "holds", -0.1)])]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(
+            {"title": name, "cells": 2, "seeds": 5, "method": "Welch",
+             "config_commit": "abc", "extends": extends, "claims": claims}))
+    index = write_index(tmp_path).read_text()
+    section = index[index.index("## Where the stand-ins disagree"):]
+    assert "| zero hurts | [digits](digits/report.md) | inconclusive: -0.001, 95% [-0.011, " \
+           "+0.009] | [digits_fmnist](digits_fmnist/report.md) | holds: -0.2, 95% [-0.21, " \
+           "-0.19] |" in section
+    assert "random hurts" not in section and "only here" not in section
+    assert "- [digits](digits/report.md) against [digits_fmnist](digits_fmnist/report.md): " \
+           "1 of 2 findings differ" in section
+
+
 def test_docs_list_every_claim_metric():
     from pathlib import Path
 
@@ -284,6 +316,7 @@ def test_a_matrix_extends_another_on_a_stand_in(tmp_path):
         "setting": {"rounds": {"paper": 2, "here": 3, "why": "the other base runs 3"}}}))
     child = load_matrix(child_path)
     assert child.title == "Tiny on another base" and child.claims == parent.claims
+    assert (child.extends, parent.extends) == ("tiny", None)
     assert [c.label for c in child.cells] == [c.label for c in parent.cells]
     train = child.cells[0].raw["train_args"]
     assert (train["comm_round"], train["batch_size"], train["epochs"]) == (3, 8, 2)
