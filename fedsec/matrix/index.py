@@ -106,7 +106,7 @@ def _stand_ins_compared(summaries: dict[str, dict]) -> list[str]:
              "A matrix that reruns another on a second stand-in tests the same findings with "
              "the same margins; these are the findings whose verdicts differ between the two "
              "(the other findings reach the same verdict on both).", "",
-             "| finding | first stand-in | verdict, interval | second stand-in | verdict, "
+             "| finding | matrix | verdict, interval | rerun on another stand-in | verdict, "
              "interval |", "| --- | --- | --- | --- | --- |"]
     counts = []
     for name, parent in pairs:
